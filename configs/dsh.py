@@ -1,0 +1,32 @@
+"""DSH: Deep Supervised Hashing (Liu et al., CVPR 2016), pairwise loss on the DSH network.
+
+Run (embedded Fashion-MNIST, 12/24/32/48 bits, a few minutes on a 2-core CPU):
+  python launch.py --config=configs/dsh.py --workdir=runs/dsh
+Other data and bit lengths (CIFAR-10 shards under $HASHING_DATA_DIR/cifar10):
+  python launch.py --config=configs/dsh.py:data=cifar10-dnnh,bits=48 --workdir=runs/dsh-c10
+  python launch.py --config=configs/dsh.py:data=cifar10-dsh,bits=12/24/36/48 \
+    --workdir=runs/dsh-c10dsh
+  python launch.py --config=configs/dsh.py:data=cifar10-dsh,database=query --workdir=...
+Arguments: bits=<q>[/<q>...], data=embedded|fashion-mnist|cifar10-dnnh|cifar10-dsh,
+database=rest|train|query, smoke (tiny run for tests). Any field: --config.train.epochs=50.
+"""
+
+from hashing import config_args
+
+
+def get_config(arg=None):
+  args = config_args.parse_arg(
+    arg, {"bits": (12, 24, 32, 48), "data": "embedded", "database": "", "smoke": False}
+  )
+  c = config_args.base_config("dsh", args)
+  c.loss = config_args.ml_collections.ConfigDict()
+  c.loss.name = "dsh"
+  c.loss.margin = config_args.config_dict.placeholder(float)  # None: 2 * bits (the paper)
+  c.loss.alpha = 0.01
+  # Epochs per data preset: 5,000 training images need many passes, 50,000 fewer.
+  c.train.epochs = {"embedded": 30, "fashion-mnist": 100, "cifar10-dnnh": 300, "cifar10-dsh": 60}[
+    args["data"]
+  ]
+  if args["smoke"]:
+    config_args.apply_smoke(c)
+  return c

@@ -1,0 +1,122 @@
+"""Shared pieces of `configs/*.py`: argument parsing, the common fields, data presets, smoke.
+
+Every method's config has the same field names (`method`, `seed`, `data.*`, `model.*`,
+`loss.*`, `train.*`, `augment.*`, `eval.*`) so that runs compare and sweeps override alike.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from hashing.errors import UserError
+
+# name -> (source, protocol, overrides of config.data). Relative paths resolve against
+# $HASHING_DATA_DIR (see data.load_source).
+DATA_PRESETS = {
+  "embedded": ("embedded", "fashion-mnist-embedded", {}),
+  "fashion-mnist": (
+    "idx:/usr/share/datasets/fashion-mnist",
+    "per-class",
+    {"query_per_class": 100, "train_per_class": 500, "train_from_database": True},
+  ),
+  "cifar10-dnnh": ("npz:cifar10", "cifar10-dnnh", {}),
+  "cifar10-dsh": ("npz:cifar10", "cifar10-dsh", {}),
+}
+# Image geometry per preset: crop padding for the random-crop augmentation.
+CROP_PADDING = {"embedded": 2, "fashion-mnist": 2, "cifar10-dnnh": 4, "cifar10-dsh": 4}
+
+
+def parse_arg(arg: str | None, allowed: dict[str, object]) -> dict[str, object]:
+  """Parses `"bits=12/24,smoke,data=cifar10-dnnh"` into a dict, starting from `allowed`.
+
+  A bare word sets a boolean flag (`smoke` -> True). `bits` takes `/`-separated integers.
+  """
+  values = dict(allowed)
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    if key not in allowed:
+      raise UserError(f"unknown config argument {key!r}; valid ones: {sorted(allowed)}.")
+    if not value:
+      values[key] = True
+    elif key == "bits":
+      try:
+        values[key] = tuple(int(b) for b in value.split("/"))
+      except ValueError:
+        raise UserError(
+          f"bits={value!r}: give integers separated by '/', e.g. bits=12/24/32/48."
+        ) from None
+    else:
+      values[key] = value
+  return values
+
+
+def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDict:
+  """The fields every method shares, with `data`, `bits` and `smoke` arguments applied."""
+  c = ml_collections.ConfigDict()
+  c.method = method
+  c.seed = 0
+  # Several bit lengths -> one sub-workdir each plus a combined table; () trains model.bits.
+  bits = tuple(args["bits"])
+  c.bit_lengths = bits if len(bits) > 1 else ()
+
+  preset = args["data"]
+  if preset not in DATA_PRESETS:
+    raise UserError(f"data={preset!r} is unknown; choose one of {sorted(DATA_PRESETS)}.")
+  source, protocol, data_overrides = DATA_PRESETS[preset]
+  c.data = ml_collections.ConfigDict()
+  c.data.source = source  # embedded | idx:<dir> | npz:<file/glob/dir> | tfds:<name> | folder:<dir>
+  c.data.protocol = protocol  # see hashing/protocols.py
+  c.data.image_size = 0  # folder sources: resize to this square size (0 = keep)
+  # Per-class sampler settings; None keeps the protocol's preset.
+  c.data.query_per_class = config_dict.placeholder(int)
+  c.data.train_per_class = config_dict.placeholder(int)
+  c.data.train_from_database = config_dict.placeholder(bool)
+  c.data.database = config_dict.placeholder(str)  # rest | train | query
+  c.data.database_limit = 0  # > 0: random database subset (smoke only; changes the protocol)
+  for key, value in data_overrides.items():
+    c.data[key] = value
+  if args.get("database"):
+    c.data.database = str(args["database"])
+
+  c.model = ml_collections.ConfigDict()
+  c.model.bits = bits[0]
+  c.model.backbone = "dsh"
+  c.model.head = "fc"
+  c.model.output = "none"  # none | tanh | sigmoid
+
+  c.train = ml_collections.ConfigDict()
+  c.train.epochs = 100
+  c.train.steps = 0  # > 0 overrides epochs
+  c.train.batch_size = 128
+  c.train.optimizer = "adam"  # adam | adamw | sgd
+  c.train.learning_rate = 1e-3
+  c.train.momentum = 0.9  # sgd only
+  c.train.weight_decay = 0.0
+  c.train.schedule = "cosine"  # constant | cosine | step
+  c.train.warmup_steps = 100
+  c.train.decay_at = (0.5, 0.75)  # step schedule: fractions of training where lr /= 10
+  c.train.log_every = 50
+
+  c.augment = ml_collections.ConfigDict()
+  c.augment.flip = True
+  c.augment.crop_padding = CROP_PADDING[preset]
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.map_at = (1000, 5000) if preset != "embedded" else (100, 1000)
+  c.eval.precision_at = (1, 10, 50, 100, 200, 500, 1000)
+  c.eval.batch_size = 1000
+  return c
+
+
+def apply_smoke(c: ml_collections.ConfigDict) -> None:
+  """Shrinks a config so it runs in seconds on a CPU (tests and CI)."""
+  c.train.steps = 20
+  c.train.batch_size = 32
+  c.train.warmup_steps = 5
+  c.train.log_every = 5
+  if c.data.protocol != "cifar10-dsh":
+    c.data.query_per_class = 10
+    c.data.train_per_class = 30
+  c.data.database_limit = 2000
+  c.eval.batch_size = 500

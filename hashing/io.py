@@ -1,0 +1,63 @@
+"""Atomic file writes: a reader never sees a half-written file.
+
+Every file of a workdir goes through here: write to a temporary file in the same
+directory, flush and fsync it, then `os.replace` it onto the final name (atomic on POSIX).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
+  """Opens a temporary file beside `path`; renames it onto `path` only on success."""
+  path = os.fspath(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(
+    dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
+  )
+  try:
+    with os.fdopen(fd, mode) as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+    raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+  with atomic_open(path, "w") as f:
+    f.write(text)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+  with atomic_open(path, "wb") as f:
+    f.write(data)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+  write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, **arrays)
+  write_bytes(path, buffer.getvalue())
+
+
+def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
+  """Appends one JSON line. A crash can at worst leave a last partial line, which readers skip."""
+  with open(path, "a") as f:
+    f.write(json.dumps(record, sort_keys=True) + "\n")

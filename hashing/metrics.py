@@ -1,0 +1,314 @@
+"""Retrieval evaluation of binary hash codes: mAP, mAP@k, precision@k, radius precision, PR curve.
+
+Codes are real-valued network outputs `[N, num_bits]`; a bit is set where the output is > 0.
+Codes are packed 8 bits per byte with `np.packbits(..., axis=1)` into uint8 `[N, W]`,
+`W = ceil(num_bits / 8)`. Labels are multi-hot `[N, L]` (one-hot for single-label data); a
+database item is relevant to a query when they share at least one label.
+
+Conventions (all metrics are means over *all* queries unless stated otherwise):
+  * Ranking: ascending Hamming distance, ties broken by database index (a stable sort).
+  * "mAP" is whole-database mAP (every database item is ranked); "mAP@k" only looks at the top
+    k and divides by the number of relevant items in the top k (DeepHash-pytorch convention).
+  * A query with no relevant item (or none in the top k, for mAP@k) contributes AP 0.
+  * A query that retrieves nothing within a Hamming radius contributes precision 0 to
+    `precision_radius{r}`.
+  * k larger than the database size is clipped to the database size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def pack_codes(codes: np.ndarray) -> np.ndarray:
+  """Binarises and packs codes: `[N, num_bits]` float -> uint8 `[N, ceil(num_bits / 8)]`."""
+  return np.packbits(np.asarray(codes) > 0, axis=1)
+
+
+def _check_packed(name: str, packed: np.ndarray) -> np.ndarray:
+  packed = np.asarray(packed)
+  if packed.dtype != np.uint8 or packed.ndim != 2:
+    raise ValueError(
+      f"{name} must be packed codes, a uint8 array [rows, bytes] from pack_codes; "
+      f"got dtype {packed.dtype} and shape {packed.shape}"
+    )
+  return packed
+
+
+def _check_same_width(query_packed: np.ndarray, database_packed: np.ndarray) -> None:
+  if query_packed.shape[1] != database_packed.shape[1]:
+    raise ValueError(
+      f"query and database codes have different widths: {query_packed.shape[1]} vs "
+      f"{database_packed.shape[1]} bytes per code (were they packed from the same num_bits?)"
+    )
+
+
+def _as_words(packed: np.ndarray) -> np.ndarray:
+  """Views `[rows, W]` uint8 as `[rows, ceil(W / 8)]` uint64, zero-padded.
+
+  Popcount of XOR is unchanged by zero padding and by byte order, and one uint64 operation
+  replaces eight uint8 ones.
+  """
+  rows, width = packed.shape
+  padded = np.zeros((rows, -(-width // 8) * 8), dtype=np.uint8)
+  padded[:, :width] = packed
+  return padded.view(np.uint64)
+
+
+def _hamming_words(query_words: np.ndarray, database_words: np.ndarray, dtype) -> np.ndarray:
+  # Loop over the (few) words rather than broadcasting to [Q, N, words]: peak memory stays at
+  # a couple of [Q, N] arrays.
+  dist = np.zeros((query_words.shape[0], database_words.shape[0]), dtype=dtype)
+  for w in range(query_words.shape[1]):
+    dist += np.bitwise_count(query_words[:, w, None] ^ database_words[None, :, w])
+  return dist
+
+
+def _distance_dtype(width_bytes: int) -> type:
+  # uint16 halves memory (and lets the stable argsort use radix sort) whenever it can hold the
+  # largest possible distance, 8 * width.
+  return np.uint16 if 8 * width_bytes <= np.iinfo(np.uint16).max else np.int32
+
+
+def hamming_distances(query_packed: np.ndarray, database_packed: np.ndarray) -> np.ndarray:
+  """Hamming distances between packed codes.
+
+  Args:
+    query_packed: uint8 `[Q, W]` from `pack_codes`.
+    database_packed: uint8 `[N, W]` from `pack_codes`.
+
+  Returns:
+    `[Q, N]` integer array (uint16, or int32 for codes wider than 65535 bits):
+    `dist[i, j] = popcount(query[i] XOR database[j])`.
+  """
+  query_packed = _check_packed("query_packed", query_packed)
+  database_packed = _check_packed("database_packed", database_packed)
+  _check_same_width(query_packed, database_packed)
+  return _hamming_words(
+    _as_words(query_packed),
+    _as_words(database_packed),
+    _distance_dtype(query_packed.shape[1]),
+  )
+
+
+def _label_matrix(labels: np.ndarray) -> np.ndarray:
+  # float32 so the label overlap goes through BLAS; an integer (or uint8) matmul is slow and
+  # uint8 would wrap around at 256 shared labels. Counts are exact in float32 up to 2**24.
+  return (np.asarray(labels) > 0).astype(np.float32)
+
+
+def _check_labels(
+  query_labels: np.ndarray, database_labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+  query_labels = np.asarray(query_labels)
+  database_labels = np.asarray(database_labels)
+  if query_labels.ndim != 2 or database_labels.ndim != 2:
+    raise ValueError(
+      f"labels must be 2-D multi-hot arrays [rows, num_labels]; got shapes "
+      f"{query_labels.shape} and {database_labels.shape}"
+    )
+  if query_labels.shape[1] != database_labels.shape[1]:
+    raise ValueError(
+      f"query and database labels have different numbers of classes: "
+      f"{query_labels.shape[1]} vs {database_labels.shape[1]}"
+    )
+  return query_labels, database_labels
+
+
+def relevance(query_labels: np.ndarray, database_labels: np.ndarray) -> np.ndarray:
+  """Relevance `[Q, N]` bool: `(Yq @ Yd.T) > 0`, i.e. the two items share at least one label.
+
+  Args:
+    query_labels: multi-hot `[Q, L]`.
+    database_labels: multi-hot `[N, L]`.
+  """
+  query_labels, database_labels = _check_labels(query_labels, database_labels)
+  return (_label_matrix(query_labels) @ _label_matrix(database_labels).T) > 0
+
+
+def _check_ks(name: str, ks: Sequence[int]) -> list[int]:
+  ks = [int(k) for k in ks]
+  if any(k < 1 for k in ks):
+    raise ValueError(f"{name} values must be >= 1; got {ks}")
+  return ks
+
+
+def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+  """numerator / denominator elementwise (broadcast), 0.0 where the denominator is 0."""
+  numerator, denominator = np.broadcast_arrays(
+    np.asarray(numerator, dtype=np.float64), np.asarray(denominator)
+  )
+  out = np.zeros(numerator.shape)
+  np.divide(numerator, denominator, out=out, where=denominator != 0)
+  return out
+
+
+def evaluate(
+  query_packed: np.ndarray,
+  database_packed: np.ndarray,
+  query_labels: np.ndarray,
+  database_labels: np.ndarray,
+  *,
+  num_bits: int,
+  map_at: Sequence[int] = (),
+  precision_at: Sequence[int] = (1, 10, 50, 100, 500, 1000),
+  radius: int = 2,
+  query_chunk: int = 100,
+) -> dict[str, Any]:
+  """Retrieval metrics of packed binary codes; see the module docstring for the conventions.
+
+  For query i, let rel(r) be 1 when the database item at rank r (1-based, ascending Hamming
+  distance, ties by database index) is relevant, P(r) = (sum_{s<=r} rel(s)) / r, R_i the number
+  of relevant database items, and within(d) / relwithin(d) the numbers of all / relevant items
+  at Hamming distance <= d.
+
+  Args:
+    query_packed: uint8 `[Q, W]` packed query codes.
+    database_packed: uint8 `[N, W]` packed database codes.
+    query_labels: multi-hot `[Q, L]`.
+    database_labels: multi-hot `[N, L]`.
+    num_bits: code length, `1 <= num_bits <= 8 * W`; bits past `num_bits` (the packing padding)
+      must be zero. The PR curve has `num_bits + 1` points.
+    map_at: k values for mAP@k.
+    precision_at: k values for precision@k.
+    radius: Hamming radius for `precision_radius{radius}` (a radius above num_bits acts as
+      num_bits: everything is retrieved).
+    query_chunk: queries processed at once; memory is O(query_chunk * N).
+
+  Returns:
+    A dict of plain Python values (JSON-ready, no NaN):
+      "map": mean_i AP_i, AP_i = (1 / R_i) sum_r P(r) rel(r) over all N ranks; 0 if R_i = 0.
+      "map_at": {str(k): mean_i AP@k_i}, AP@k_i = sum_{r<=k} P(r) rel(r) / sum_{r<=k} rel(r);
+        0 when no relevant item is in the top k. k is clipped to N.
+      f"precision_radius{radius}": mean_i relwithin(radius) / within(radius); a query that
+        retrieves nothing counts as 0.
+      "precision_at_k": {"k": requested ks, "precision": mean_i sum_{r<=k'} rel(r) / k'} with
+        k' = min(k, N).
+      "pr_curve": {"radius": [0..num_bits], "precision": [...], "recall": [...]}:
+        recall(d) = mean over queries with R_i >= 1 of relwithin(d) / R_i;
+        precision(d) = mean over queries with within(d) >= 1 of relwithin(d) / within(d).
+        Either is 0.0 when no query qualifies.
+      "num_queries": Q, "num_database": N.
+
+  Raises:
+    ValueError: on inconsistent shapes, bad dtypes, or out-of-range arguments.
+  """
+  query_packed = _check_packed("query_packed", query_packed)
+  database_packed = _check_packed("database_packed", database_packed)
+  _check_same_width(query_packed, database_packed)
+  query_labels, database_labels = _check_labels(query_labels, database_labels)
+  num_queries, width = query_packed.shape
+  num_database = database_packed.shape[0]
+  if query_labels.shape[0] != num_queries:
+    raise ValueError(
+      f"query labels have {query_labels.shape[0]} rows but there are {num_queries} query codes"
+    )
+  if database_labels.shape[0] != num_database:
+    raise ValueError(
+      f"database labels have {database_labels.shape[0]} rows but there are {num_database} "
+      f"database codes"
+    )
+  if num_queries == 0 or num_database == 0:
+    raise ValueError(
+      f"need at least one query and one database item; got {num_queries} and {num_database}"
+    )
+  num_bits = int(num_bits)
+  if not 1 <= num_bits <= 8 * width:
+    raise ValueError(
+      f"num_bits={num_bits} does not fit packed codes of {width} bytes (need 1..{8 * width})"
+    )
+  # Set padding bits would make distances exceed num_bits and break the per-distance histogram;
+  # they mean num_bits is wrong or the codes were not packed by pack_codes.
+  padding_mask = np.packbits(np.arange(8 * width) >= num_bits)
+  if np.any(query_packed & padding_mask) or np.any(database_packed & padding_mask):
+    raise ValueError(
+      f"packed codes have bits set beyond num_bits={num_bits}; is num_bits the code length?"
+    )
+  map_at = _check_ks("map_at", map_at)
+  precision_at = _check_ks("precision_at", precision_at)
+  radius = int(radius)
+  if radius < 0:
+    raise ValueError(f"radius must be >= 0; got {radius}")
+  query_chunk = int(query_chunk)
+  if query_chunk < 1:
+    raise ValueError(f"query_chunk must be >= 1; got {query_chunk}")
+
+  query_words = _as_words(query_packed)
+  database_words = _as_words(database_packed)
+  dist_dtype = _distance_dtype(width)
+  query_y = _label_matrix(query_labels)
+  database_y_t = np.ascontiguousarray(_label_matrix(database_labels).T)
+  ranks = np.arange(1, num_database + 1, dtype=np.float64)
+  num_dist = num_bits + 1
+
+  # Per-query results; kept per query (not as running sums) so the output does not depend on
+  # query_chunk, not even in the last floating-point bit.
+  ap = np.zeros(num_queries)
+  ap_at = np.zeros((len(map_at), num_queries))
+  precision_at_values = np.zeros((len(precision_at), num_queries))
+  # hist_all[i, d] / hist_rel[i, d]: number of all / relevant items at distance exactly d.
+  hist_all = np.zeros((num_queries, num_dist), dtype=np.int64)
+  hist_rel = np.zeros((num_queries, num_dist), dtype=np.int64)
+
+  for start in range(0, num_queries, query_chunk):
+    stop = min(start + query_chunk, num_queries)
+    rows = stop - start
+    dist = _hamming_words(query_words[start:stop], database_words, dist_dtype)
+    rel = (query_y[start:stop] @ database_y_t) > 0
+
+    # Histograms over distance values give the counts within every radius at once, no sort.
+    offsets = dist.astype(np.int64) + (np.arange(rows) * num_dist)[:, None]
+    hist_all[start:stop] = np.bincount(offsets.ravel(), minlength=rows * num_dist).reshape(
+      rows, num_dist
+    )
+    hist_rel[start:stop] = np.bincount(offsets[rel], minlength=rows * num_dist).reshape(
+      rows, num_dist
+    )
+    del offsets
+
+    order = np.argsort(dist, axis=1, kind="stable")  # Stable: ties by database index.
+    del dist
+    rel_sorted = np.take_along_axis(rel, order, axis=1)
+    del order, rel
+    cum_rel = np.cumsum(rel_sorted, axis=1, dtype=np.int32)
+    # contrib[i, r - 1] = P(r) * rel(r).
+    contrib = np.zeros(cum_rel.shape)
+    np.divide(cum_rel, ranks, out=contrib, where=rel_sorted)
+    num_rel = cum_rel[:, -1]
+    ap[start:stop] = _safe_ratio(contrib.sum(axis=1), num_rel)
+    for j, k in enumerate(map_at):
+      k = min(k, num_database)
+      ap_at[j, start:stop] = _safe_ratio(contrib[:, :k].sum(axis=1), cum_rel[:, k - 1])
+    for j, k in enumerate(precision_at):
+      k = min(k, num_database)
+      precision_at_values[j, start:stop] = cum_rel[:, k - 1] / k
+
+  within_all = np.cumsum(hist_all, axis=1)  # [Q, num_bits + 1]: retrieved within radius d.
+  within_rel = np.cumsum(hist_rel, axis=1)  # [Q, num_bits + 1]: relevant within radius d.
+  precision_within = _safe_ratio(within_rel, within_all)
+  total_rel = within_rel[:, -1]
+  has_rel = total_rel > 0
+  recall_within = _safe_ratio(within_rel, total_rel[:, None])
+  has_retrieved = within_all > 0
+  pr_precision = _safe_ratio(precision_within.sum(axis=0), has_retrieved.sum(axis=0))
+  pr_recall = _safe_ratio(recall_within[has_rel].sum(axis=0), np.full(num_dist, has_rel.sum()))
+
+  return {
+    "map": float(ap.mean()),
+    "map_at": {str(k): float(v.mean()) for k, v in zip(map_at, ap_at, strict=True)},
+    f"precision_radius{radius}": float(precision_within[:, min(radius, num_bits)].mean()),
+    "precision_at_k": {
+      "k": precision_at,
+      "precision": [float(v.mean()) for v in precision_at_values],
+    },
+    "pr_curve": {
+      "radius": list(range(num_dist)),
+      "precision": [float(v) for v in pr_precision],
+      "recall": [float(v) for v in pr_recall],
+    },
+    "num_queries": int(num_queries),
+    "num_database": int(num_database),
+  }

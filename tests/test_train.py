@@ -1,0 +1,181 @@
+"""End-to-end runs of the real configs in smoke mode, on the embedded Fashion-MNIST subset."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from conftest import CIFAR10_DIR, ROOT, load_config, needs_cifar10
+
+from hashing import losses, metrics, models, optim, train
+from hashing.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("dsh"))
+  [results] = train.train_and_evaluate(load_config("dsh", "bits=16,smoke"), workdir)
+  return workdir, results
+
+
+def test_run_writes_every_workdir_file(smoke_run):
+  workdir, _ = smoke_run
+  for name in (
+    "config.json",
+    "split.npz",
+    "metrics.jsonl",
+    "codes.npz",
+    "params.msgpack",
+    "results.json",
+    "table.md",
+    "pr_curve.png",
+    "precision_at_k.png",
+  ):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+  assert not [f for f in os.listdir(workdir) if f.endswith(".tmp")]
+  with open(os.path.join(workdir, "pr_curve.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [r["step"] for r in records] == [5, 10, 15, 20]
+  assert all(np.isfinite(r["loss"]) and r["images_per_sec"] > 0 for r in records)
+
+
+def test_results_match_codes_and_split(smoke_run):
+  workdir, results = smoke_run
+  assert json.load(open(os.path.join(workdir, "results.json"))) == json.loads(json.dumps(results))
+  for key in ("method", "protocol", "bits", "map", "map_at", "precision_radius2", "train_seconds"):
+    assert key in results
+  assert (results["method"], results["protocol"], results["bits"]) == (
+    "dsh",
+    "fashion-mnist-embedded",
+    16,
+  )
+  assert results["evaluated"] == "final model"
+  codes = np.load(os.path.join(workdir, "codes.npz"))
+  split = np.load(os.path.join(workdir, "split.npz"))
+  assert codes["query_codes"].dtype == np.uint8 and codes["query_codes"].shape == (100, 2)
+  assert codes["database_codes"].shape == (split["database"].size, 2) == (2000, 2)
+  assert codes["query_labels"].shape == (100, 10) and codes["database_labels"].dtype == np.uint8
+  assert np.intersect1d(split["query"], split["database"]).size == 0
+  assert np.intersect1d(split["query"], split["train"]).size == 0
+  # The reported mAP is the one the saved codes give.
+  again = metrics.evaluate(
+    codes["query_codes"],
+    codes["database_codes"],
+    codes["query_labels"],
+    codes["database_labels"],
+    num_bits=16,
+  )
+  assert again["map"] == pytest.approx(results["map"], abs=1e-12)
+  # Even 20 steps beat chance (a random ranking gives about the class frequency, 0.1).
+  assert results["map"] > 0.15
+
+
+def test_same_seed_same_codes_other_seed_other_codes(smoke_run, tmp_path):
+  workdir, _ = smoke_run
+  config = load_config("dsh", "bits=16,smoke")
+  train.train_and_evaluate(config, str(tmp_path / "again"))
+  config.seed = 1
+  train.train_and_evaluate(config, str(tmp_path / "seed1"))
+  first = np.load(os.path.join(workdir, "codes.npz"))["database_codes"]
+  np.testing.assert_array_equal(np.load(tmp_path / "again" / "codes.npz")["database_codes"], first)
+  assert not np.array_equal(np.load(tmp_path / "seed1" / "codes.npz")["database_codes"], first)
+
+
+def test_train_step_compiles_once_and_lowers_the_loss():
+  config = load_config("dsh", "bits=8,smoke")
+  model = models.build_model(config.model)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (16, 28, 28, 1), dtype=np.uint8)
+  labels = np.eye(4, dtype=np.uint8)[rng.integers(0, 4, 16)]
+  optimizer = optim.make_optimizer(config.train, 10)
+  params = model.init(jax.random.key(0), images)
+  state = optimizer.init(params)
+  config.augment.crop_padding, config.augment.flip = 0, False
+  step = train.make_train_step(
+    model, losses.loss_from_config(config.loss, 8), optimizer, config.augment
+  )
+  first = None
+  for i in range(10):
+    params, state, loss, _ = step(params, state, images, labels, jax.random.key(i))
+    first = float(loss) if first is None else first
+  assert step._cache_size() == 1
+  assert float(loss) < first
+
+
+def test_launch_multi_bit_smoke_prints_table_and_writes_subdirs(tmp_path):
+  out = subprocess.run(
+    [
+      sys.executable,
+      "launch.py",
+      "--config=configs/dsh.py:bits=8/16,smoke",
+      f"--workdir={tmp_path}",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "| dsh | fashion-mnist-embedded | 8 |" in out.stdout
+  assert "| dsh | fashion-mnist-embedded | 16 |" in out.stdout
+  for bits in (8, 16):
+    assert (tmp_path / f"bits-{bits}" / "results.json").exists()
+  assert (tmp_path / "table.md").read_text().count("| dsh |") == 2
+
+
+def test_launch_reports_user_errors_in_one_line(tmp_path):
+  out = subprocess.run(
+    [
+      sys.executable,
+      "launch.py",
+      "--config=configs/dsh.py:bits=8,smoke",
+      f"--workdir={tmp_path}",
+      "--config.data.source=npz:no/such/dir",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert out.returncode == 2
+  assert "Traceback" not in out.stderr
+  error_lines = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+  assert len(error_lines) == 1 and "no/such/dir" in error_lines[0]
+
+
+@pytest.mark.parametrize(
+  "field, value, message",
+  [
+    ("train.batch_size", 1, "batch_size"),
+    ("loss.margin", -1.0, "margin"),
+    ("model.bits", 0, "bits"),
+    ("train.learning_rate", 0.0, "learning_rate"),
+    ("train.optimizer", "lbfgs", "optimizer"),
+  ],
+)
+def test_impossible_config_values_are_user_errors(tmp_path, field, value, message):
+  config = load_config("dsh", "bits=8,smoke")
+  section, key = field.split(".")
+  config[section][key] = value
+  with pytest.raises(UserError, match=message):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+@needs_cifar10
+def test_cifar10_smoke_run(tmp_path, monkeypatch):
+  monkeypatch.setenv("HASHING_DATA_DIR", str(CIFAR10_DIR.parent))
+  [results] = train.train_and_evaluate(
+    load_config("dsh", "data=cifar10-dnnh,bits=12,smoke"), str(tmp_path)
+  )
+  assert (results["protocol"], results["num_queries"], results["num_database"]) == (
+    "cifar10-dnnh",
+    100,
+    2000,
+  )
+  assert results["pixel_mean"][0] == pytest.approx(
+    125.3, abs=8
+  )  # CIFAR-10 red-channel mean (300 train images)
