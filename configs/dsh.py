@@ -24,7 +24,7 @@ def get_config(arg=None):
   c.loss.margin = config_args.config_dict.placeholder(float)  # None: 2 * bits (the paper)
   c.loss.alpha = 0.01
   # Epochs per data preset: 5,000 training images need many passes, 50,000 fewer.
-  c.train.epochs = {"embedded": 30, "fashion-mnist": 100, "cifar10-dnnh": 300, "cifar10-dsh": 60}[
+  c.train.epochs = {"embedded": 12, "fashion-mnist": 100, "cifar10-dnnh": 300, "cifar10-dsh": 60}[
     args["data"]
   ]
   if args["smoke"]:

@@ -127,15 +127,21 @@ def test_launch_multi_bit_smoke_prints_table_and_writes_subdirs(tmp_path):
   assert (tmp_path / "table.md").read_text().count("| dsh |") == 2
 
 
-def test_launch_reports_user_errors_in_one_line(tmp_path):
+@pytest.mark.parametrize(
+  "args, phrase",
+  [
+    (
+      ["--config=configs/dsh.py:bits=8,smoke", "--config.data.source=npz:no/such/dir"],
+      "no/such/dir",
+    ),
+    (["--config=configs/dsh.py:bits=8,smoke", "--config.train.epoch=3"], "epochs"),
+    (["--config=configs/dsh.py:colour=red"], "unknown config argument"),
+    (["--config=configs/no_such_method.py"], "no_such_method.py"),
+  ],
+)
+def test_launch_reports_user_errors_in_one_line(tmp_path, args, phrase):
   out = subprocess.run(
-    [
-      sys.executable,
-      "launch.py",
-      "--config=configs/dsh.py:bits=8,smoke",
-      f"--workdir={tmp_path}",
-      "--config.data.source=npz:no/such/dir",
-    ],
+    [sys.executable, "launch.py", *args, f"--workdir={tmp_path}"],
     cwd=ROOT,
     capture_output=True,
     text=True,
@@ -144,7 +150,7 @@ def test_launch_reports_user_errors_in_one_line(tmp_path):
   assert out.returncode == 2
   assert "Traceback" not in out.stderr
   error_lines = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
-  assert len(error_lines) == 1 and "no/such/dir" in error_lines[0]
+  assert len(error_lines) == 1 and phrase in error_lines[0]
 
 
 @pytest.mark.parametrize(

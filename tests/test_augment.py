@@ -1,0 +1,33 @@
+import jax
+import numpy as np
+
+from hashing import augment
+
+
+def images(batch=6, size=8, channels=3):
+  return np.random.default_rng(0).integers(1, 256, (batch, size, size, channels), dtype=np.uint8)
+
+
+def test_no_flip_no_crop_is_identity():
+  x = images()
+  out = augment.random_flip_and_crop(jax.random.key(0), x, flip=False, crop_padding=0)
+  np.testing.assert_array_equal(out, x)
+
+
+def test_flip_gives_original_or_mirror_and_mixes_both():
+  x = images(batch=32)
+  out = np.asarray(augment.random_flip_and_crop(jax.random.key(1), x, flip=True, crop_padding=0))
+  same = [np.array_equal(o, i) for o, i in zip(out, x, strict=True)]
+  mirrored = [np.array_equal(o, i[:, ::-1]) for o, i in zip(out, x, strict=True)]
+  assert all(s or m for s, m in zip(same, mirrored, strict=True))
+  assert any(same) and any(mirrored)
+
+
+def test_crop_is_a_window_of_the_zero_padded_image():
+  x, p = images(), 2
+  out = np.asarray(augment.random_flip_and_crop(jax.random.key(2), x, flip=False, crop_padding=p))
+  assert out.shape == x.shape and out.dtype == np.uint8
+  padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  for o, pad in zip(out, padded, strict=True):
+    windows = [pad[i : i + 8, j : j + 8] for i in range(2 * p + 1) for j in range(2 * p + 1)]
+    assert any(np.array_equal(o, w) for w in windows)

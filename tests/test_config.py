@@ -1,0 +1,69 @@
+import pytest
+from conftest import load_config
+
+from hashing import config_args
+from hashing.errors import UserError
+
+
+def test_default_dsh_config_trains_four_bit_lengths_on_embedded_data():
+  c = load_config("dsh")
+  assert (c.method, c.data.source, c.data.protocol) == ("dsh", "embedded", "fashion-mnist-embedded")
+  assert c.bit_lengths == (12, 24, 32, 48)
+  assert c.loss.margin is None and c.loss.alpha == 0.01  # None: margin = 2 * bits
+
+
+@pytest.mark.parametrize(
+  "arg, source, protocol, database",
+  [
+    ("data=cifar10-dnnh,bits=48", "npz:cifar10", "cifar10-dnnh", None),
+    ("data=cifar10-dsh", "npz:cifar10", "cifar10-dsh", None),
+    ("data=cifar10-dsh,database=query", "npz:cifar10", "cifar10-dsh", "query"),
+    ("data=fashion-mnist", "idx:/usr/share/datasets/fashion-mnist", "per-class", None),
+  ],
+)
+def test_data_presets(arg, source, protocol, database):
+  c = load_config("dsh", arg)
+  assert (c.data.source, c.data.protocol, c.data.database) == (source, protocol, database)
+
+
+def test_single_bit_length_and_smoke():
+  c = load_config("dsh", "bits=48,smoke")
+  assert (c.model.bits, c.bit_lengths) == (48, ())
+  assert c.train.steps == 20 and c.data.database_limit > 0
+
+
+def test_shared_field_names():
+  c = load_config("dsh", "smoke")
+  for field in (
+    "method",
+    "seed",
+    "data.source",
+    "data.protocol",
+    "model.bits",
+    "model.backbone",
+    "model.head",
+    "loss.margin",
+    "loss.alpha",
+    "train.epochs",
+    "train.batch_size",
+    "train.learning_rate",
+  ):
+    node = c
+    for part in field.split("."):
+      node = node[part]
+
+
+@pytest.mark.parametrize(
+  "arg, message",
+  [("colour=red", "unknown config argument"), ("bits=12/x", "integers"), ("data=mars", "unknown")],
+)
+def test_bad_arguments_are_user_errors(arg, message):
+  with pytest.raises(UserError, match=message):
+    load_config("dsh", arg)
+
+
+def test_parse_arg():
+  assert config_args.parse_arg("bits=12/24,smoke", {"bits": (48,), "smoke": False}) == {
+    "bits": (12, 24),
+    "smoke": True,
+  }
