@@ -97,6 +97,7 @@ def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDi
   c.train.warmup_steps = 100
   c.train.decay_at = (0.5, 0.75)  # step schedule: fractions of training where lr /= 10
   c.train.log_every = 50
+  c.train.checkpoint_every = 1000  # steps; also at the end. A rerun resumes from the newest.
 
   c.augment = ml_collections.ConfigDict()
   c.augment.flip = True
@@ -115,6 +116,7 @@ def apply_smoke(c: ml_collections.ConfigDict) -> None:
   c.train.batch_size = 32
   c.train.warmup_steps = 5
   c.train.log_every = 5
+  c.train.checkpoint_every = 10
   if c.data.protocol != "cifar10-dsh":
     c.data.query_per_class = 10
     c.data.train_per_class = 30

@@ -1,15 +1,16 @@
 """Training and evaluation of one hashing run: `train_and_evaluate(config, workdir)`.
 
 data -> protocol split -> model -> jit train step (optax) -> encode query and database ->
-metrics -> workdir files (config.json, split.npz, metrics.jsonl, codes.npz, params.msgpack,
-results.json, table.md, pr_curve.png, precision_at_k.png).
+metrics -> workdir files (config.json, split.npz, metrics.jsonl, checkpoints/, params.msgpack,
+codes.npz, results.json, table.md, pr_curve.png, precision_at_k.png).
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
-import math
+import functools
+import json
 import os
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ import optax
 import tqdm
 
 import hashing
-from hashing import augment, data, losses, metrics, models, optim, protocols, report
+from hashing import augment, checkpoint, data, losses, metrics, models, optim, protocols, report
 from hashing import io as hio
 from hashing.errors import UserError
 
@@ -91,6 +92,21 @@ def make_train_step(
   return step
 
 
+def _records_up_to(metrics_path: str, step: int) -> list[str]:
+  """Lines of `metrics.jsonl` with step <= `step` (a resumed run rewrites what came after)."""
+  if not step or not os.path.exists(metrics_path):
+    return []
+  lines = []
+  with open(metrics_path) as f:
+    for line in f:
+      try:
+        if json.loads(line)["step"] <= step:
+          lines.append(line if line.endswith("\n") else line + "\n")
+      except (json.JSONDecodeError, KeyError):
+        pass  # a line cut short by a kill
+  return lines
+
+
 def encode(model: models.HashNet, params, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
   """Real-valued codes `[N, bits]` of uint8 images `[N, H, W, C]`, in fixed-size chunks.
 
@@ -111,9 +127,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   """Trains and evaluates each bit length of `config.bit_lengths` (or `config.model.bits`).
 
   Several bit lengths go to sub-workdirs `bits-<q>`, with a combined `table.md` in `workdir`.
+  Runs resume from their last checkpoint; finished runs are not trained again.
   Returns the list of `results.json` dictionaries.
   """
-  make_workdir(workdir)
+  claim_workdir(config, workdir)
   if not config.bit_lengths:
     return [train_one(config, workdir)]
   results = []
@@ -127,22 +144,93 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   return results
 
 
-def make_workdir(workdir: str) -> None:
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[prefix + key] = value
+  return flat
+
+
+def claim_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Creates `workdir` and writes `config.json`, or checks that it holds a run of this config.
+
+  A workdir is never shared by two configs: results, checkpoints and codes would mix.
+  """
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
     raise UserError(
       f"cannot create workdir {workdir!r} ({e.strerror}); pass a writable --workdir."
     ) from None
-  if not os.access(workdir, os.W_OK):
-    raise UserError(f"workdir {workdir!r} is not writable; pass a writable --workdir.")
+  path = os.path.join(workdir, "config.json")
+  current = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as saved
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = _flatten(json.load(f))
+    now = _flatten(current)
+    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if changed:
+      key = changed[0]
+      raise UserError(
+        f"workdir {workdir!r} holds a run of a different config ({key}: {saved.get(key)!r} "
+        f"there, {now.get(key)!r} now); use another --workdir, or delete it to start over."
+      )
+    return
+  try:
+    hio.write_json(path, current)
+  except OSError as e:
+    raise UserError(
+      f"cannot write to workdir {workdir!r} ({e.strerror}); pass a writable --workdir."
+    ) from None
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_permutation(seed: int, epoch: int, num_images: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch]).permutation(num_images)
+
+
+def batch_indices(seed: int, step: int, num_images: int, batch_size: int) -> np.ndarray:
+  """Training-image indices `[batch_size]` of `step`: sampling without replacement per epoch.
+
+  A function of (seed, step) alone, so that a resumed run sees the same batches. Epoch
+  e = step // (num_images // batch_size) uses the permutation seeded by (seed, e); the last
+  incomplete batch of each epoch is dropped.
+  """
+  steps_per_epoch = num_images // batch_size
+  epoch, position = divmod(step, steps_per_epoch)
+  return _epoch_permutation(seed, epoch, num_images)[
+    position * batch_size : (position + 1) * batch_size
+  ]
+
+
+def _check_finite(window: list, first_step: int, checkpointer: checkpoint.Checkpointer) -> None:
+  """Raises if a loss or gradient norm of the steps since `first_step` is NaN or infinite."""
+  values = np.asarray(jax.device_get(window), dtype=np.float64)  # [steps, (loss, grad_norm)]
+  bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+  if bad.size:
+    step = first_step + int(bad[0]) + 1
+    last = checkpointer.latest_step()
+    kept = f"keeping the last good checkpoint (step {last})" if last else "no checkpoint saved yet"
+    raise UserError(
+      f"the loss or gradient became {values[bad[0], 0]}/{values[bad[0], 1]} at step {step}; "
+      f"stopped, {kept}. Lower config.train.learning_rate or check the data."
+    )
 
 
 def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """One run: train `config.model.bits`-bit codes, evaluate the final model, write the workdir."""
+  """One run: train `config.model.bits`-bit codes, evaluate the final model, write the workdir.
+
+  Resumes from the newest checkpoint in `workdir`; returns the saved results of a finished run.
+  """
   validate_config(config)
-  make_workdir(workdir)
-  hio.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  claim_workdir(config, workdir)
+  results_path = os.path.join(workdir, "results.json")
+  if os.path.exists(results_path):
+    with open(results_path) as f:
+      return json.load(f)
 
   pooled, split = prepare_data(config)
   hio.write_npz(os.path.join(workdir, "split.npz"), **split.arrays())
@@ -153,8 +241,9 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model = models.build_model(config.model, mean, std)
   loss_fn = losses.loss_from_config(config.loss, bits)
 
-  batch_size = min(config.train.batch_size, train_images.shape[0])
-  steps_per_epoch = train_images.shape[0] // batch_size
+  num_train = train_images.shape[0]
+  batch_size = min(config.train.batch_size, num_train)
+  steps_per_epoch = num_train // batch_size
   total_steps = (
     config.train.steps if config.train.steps > 0 else config.train.epochs * steps_per_epoch
   )
@@ -163,54 +252,67 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   init_key, augment_key = jax.random.split(jax.random.key(config.seed))
   params = model.init(init_key, jnp.asarray(train_images[:1]))
-  opt_state = optimizer.init(params)
+  state = {"params": params, "opt_state": optimizer.init(params)}
   step_fn = make_train_step(model, loss_fn, optimizer, config.augment)
 
-  # Batches come from a seeded permutation per epoch (sampling without replacement).
-  batch_rng = np.random.default_rng(config.seed)
-  order = np.empty(0, dtype=np.int64)
+  checkpointer = checkpoint.Checkpointer(workdir)
+  start_step = checkpointer.latest_step() or 0
   metrics_path = os.path.join(workdir, "metrics.jsonl")
-  hio.write_text(metrics_path, "")
+  if start_step:
+    state = checkpointer.restore(start_step, state)
+  hio.write_text(metrics_path, "".join(_records_up_to(metrics_path, start_step)))
+
   log_every = max(1, min(config.train.log_every, total_steps))
-  window_losses, window_start = [], time.perf_counter()
+  save_every = max(1, config.train.checkpoint_every)
+  window, window_start, window_first_step = [], time.perf_counter(), start_step
+  mean_loss = float("nan")
   start = time.perf_counter()
   bar = tqdm.tqdm(
-    total=total_steps, desc=f"{config.method} {bits} bits", disable=None, mininterval=1
+    total=total_steps,
+    initial=start_step,
+    desc=f"{config.method} {bits} bits",
+    disable=None,
+    mininterval=1,
   )
-  for step in range(total_steps):
-    if order.size < batch_size:
-      order = batch_rng.permutation(train_images.shape[0])
-    batch, order = order[:batch_size], order[batch_size:]
-    params, opt_state, loss, grad_norm = step_fn(
-      params,
-      opt_state,
+  for step in range(start_step, total_steps):
+    batch = batch_indices(config.seed, step, num_train, batch_size)
+    state["params"], state["opt_state"], loss, grad_norm = step_fn(
+      state["params"],
+      state["opt_state"],
       train_images[batch],
       train_labels[batch],
       jax.random.fold_in(augment_key, step),
     )
-    window_losses.append(loss)
-    if (step + 1) % log_every == 0 or step + 1 == total_steps:
-      mean_loss = float(np.mean(jax.device_get(window_losses)))
+    window.append((loss, grad_norm))
+    done = step + 1
+    is_log, is_save = (
+      done % log_every == 0 or done == total_steps,
+      done % save_every == 0 or done == total_steps,
+    )
+    if not (is_log or is_save):
+      continue
+    _check_finite(window, window_first_step, checkpointer)
+    if is_log:
       now = time.perf_counter()
+      mean_loss = float(np.mean([float(w[0]) for w in window]))
       record = {
-        "step": step + 1,
-        "epoch": (step + 1) / steps_per_epoch,
+        "step": done,
+        "epoch": done / steps_per_epoch,
         "loss": mean_loss,
         "grad_norm": float(grad_norm),
         "learning_rate": float(schedule(step)),
-        "images_per_sec": len(window_losses) * batch_size / (now - window_start),
+        "images_per_sec": len(window) * batch_size / (now - window_start),
         "seconds": now - start,
       }
-      if not (math.isfinite(mean_loss) and math.isfinite(record["grad_norm"])):
-        raise UserError(
-          f"the loss or gradient became {mean_loss}/{record['grad_norm']} at step {step + 1}; "
-          "lower config.train.learning_rate or check the data."
-        )
       hio.append_jsonl(metrics_path, record)
       bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{record['images_per_sec']:.0f}")
-      bar.update(len(window_losses))
-      window_losses, window_start = [], now
+      bar.update(len(window))
+      window, window_start, window_first_step = [], now, done
+    if is_save:  # after the metrics line, so that a resume never loses the line of its step
+      checkpointer.save(done, state)
   bar.close()
+  checkpointer.close()
+  params = state["params"]
   train_seconds = time.perf_counter() - start
   hio.write_bytes(os.path.join(workdir, "params.msgpack"), flax.serialization.to_bytes(params))
 
@@ -245,6 +347,7 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
     "bits": bits,
     "seed": config.seed,
     "steps": total_steps,
+    "resumed_from_step": start_step,
     "epochs": total_steps / steps_per_epoch,
     "final_loss": mean_loss,
     "train_seconds": train_seconds,

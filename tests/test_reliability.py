@@ -1,0 +1,99 @@
+"""Checkpoint and resume, a workdir bound to one config, NaN stops, unwritable workdirs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT, load_config
+
+from hashing import train
+from hashing.errors import UserError
+
+KILL_RUN = [
+  "bits=8,smoke",
+  "--config.train.steps=300",
+  "--config.train.checkpoint_every=20",
+  "--config.train.log_every=20",
+]
+
+
+def launch(workdir, arg, *overrides):
+  return [
+    sys.executable,
+    "launch.py",
+    f"--config=configs/dsh.py:{arg}",
+    f"--workdir={workdir}",
+    *overrides,
+  ]
+
+
+def test_sigkill_mid_training_then_rerun_resumes_to_the_same_codes(tmp_path):
+  config = load_config("dsh", KILL_RUN[0])
+  config.train.steps, config.train.checkpoint_every, config.train.log_every = 300, 20, 20
+  [reference] = train.train_and_evaluate(config, str(tmp_path / "uninterrupted"))
+
+  workdir = tmp_path / "killed"
+  command = launch(workdir, *KILL_RUN)
+  process = subprocess.Popen(
+    command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
+  deadline = time.time() + 120
+  checkpoints = workdir / "checkpoints"
+  while time.time() < deadline:
+    steps = [int(d) for d in os.listdir(checkpoints) if d.isdigit()] if checkpoints.exists() else []
+    if steps and max(steps) >= 60:
+      break
+    time.sleep(0.02)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert not (workdir / "results.json").exists(), "the run finished before it could be killed"
+  killed_at = max(int(d) for d in os.listdir(checkpoints) if d.isdigit())
+  assert 60 <= killed_at < 300
+
+  out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  resumed = json.load(open(workdir / "results.json"))
+  assert resumed["resumed_from_step"] >= killed_at
+  first = np.load(tmp_path / "uninterrupted" / "codes.npz")
+  second = np.load(workdir / "codes.npz")
+  for key in ("query_codes", "database_codes"):
+    np.testing.assert_array_equal(second[key], first[key])
+  assert resumed["map"] == reference["map"]
+  steps = [json.loads(line)["step"] for line in open(workdir / "metrics.jsonl")]
+  assert steps == list(range(20, 301, 20))  # logged once each, nothing duplicated by the resume
+
+
+def test_workdir_of_another_config_is_refused(tmp_path):
+  config = load_config("dsh", "bits=8,smoke")
+  train.train_and_evaluate(config, str(tmp_path))
+  config.loss.alpha = 0.5
+  with pytest.raises(UserError, match=r"different config \(loss.alpha: 0.01 there, 0.5 now\)"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_finished_run_is_not_trained_again(tmp_path):
+  config = load_config("dsh", "bits=8,smoke")
+  [first] = train.train_and_evaluate(config, str(tmp_path))
+  mtime = os.path.getmtime(tmp_path / "codes.npz")
+  [again] = train.train_and_evaluate(config, str(tmp_path))
+  assert again == json.loads(json.dumps(first))
+  assert os.path.getmtime(tmp_path / "codes.npz") == mtime
+
+
+def test_diverging_loss_stops_naming_the_step(tmp_path):
+  config = load_config("dsh", "bits=8,smoke")
+  config.train.optimizer, config.train.learning_rate = "sgd", 1e6
+  with pytest.raises(UserError, match=r"became .* at step \d+; stopped"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / "results.json").exists()
+
+
+def test_unwritable_workdir_is_a_user_error(tmp_path):
+  (tmp_path / "file").write_text("not a directory")
+  with pytest.raises(UserError, match="cannot create workdir"):
+    train.train_and_evaluate(load_config("dsh", "bits=8,smoke"), str(tmp_path / "file" / "run"))
