@@ -353,6 +353,7 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
     "train_seconds": train_seconds,
     "eval_seconds": time.perf_counter() - eval_start,
     "num_train": int(split.train.size),
+    "image_shape": list(train_images.shape[1:]),  # [H, W, C] the model expects
     "pixel_mean": mean.tolist(),
     "pixel_std": std.tolist(),
     "evaluated": "final model",

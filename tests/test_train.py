@@ -185,3 +185,11 @@ def test_cifar10_smoke_run(tmp_path, monkeypatch):
   assert results["pixel_mean"][0] == pytest.approx(
     125.3, abs=8
   )  # CIFAR-10 red-channel mean (300 train images)
+
+
+def test_batch_indices_cover_each_image_once_per_epoch_and_depend_on_seed_and_step_only():
+  epoch = [train.batch_indices(7, step, 100, 30) for step in range(3)]  # 3 batches of 30
+  assert len(np.unique(np.concatenate(epoch))) == 90
+  np.testing.assert_array_equal(train.batch_indices(7, 1, 100, 30), epoch[1])
+  assert not np.array_equal(train.batch_indices(7, 3, 100, 30), epoch[0])  # next epoch reshuffled
+  assert not np.array_equal(train.batch_indices(8, 0, 100, 30), epoch[0])
