@@ -38,7 +38,8 @@ DATABASE_CHOICES = ("rest", "train", "query")
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  """Index arrays (int64, sorted) into the pooled dataset."""
+  """Index arrays (int64) into the pooled dataset: `train` and `query` sorted, `database` in a
+  seeded random order (its order is the tie-break order of the ranking)."""
 
   train: np.ndarray
   query: np.ndarray
@@ -153,7 +154,11 @@ def make_split(
         rest[train] = False
       db = np.flatnonzero(rest)
   if database_limit and database_limit < db.size:
-    db = np.sort(rng.choice(db, size=database_limit, replace=False))
+    db = rng.choice(db, size=database_limit, replace=False)
+  # Ranking breaks Hamming-distance ties by database position. Pooled rows can be grouped by
+  # class (the CIFAR-10 shards are), so a sorted database would order every tie by class and
+  # bias mAP and precision@k; a seeded permutation makes the tie order unrelated to the labels.
+  db = rng.permutation(db)
   split = Split(
     train=train.astype(np.int64), query=query.astype(np.int64), database=db.astype(np.int64)
   )
