@@ -220,6 +220,57 @@ def _check_finite(window: list, first_step: int, checkpointer: checkpoint.Checkp
     )
 
 
+def evaluate_model(
+  config: ml_collections.ConfigDict,
+  model: models.HashNet,
+  params,
+  pooled: data.LabeledImages,
+  split: protocols.Split,
+  workdir: str,
+) -> dict:
+  """Encodes query and database, writes `codes.npz`, returns `metrics.evaluate`'s dict."""
+  # Encode each needed image once (query and database may overlap: database="query").
+  needed = np.union1d(split.query, split.database)
+  codes = encode(model, params, pooled.images[needed], config.eval.batch_size)
+  packed = {
+    "query_codes": metrics.pack_codes(codes[np.searchsorted(needed, split.query)]),
+    "database_codes": metrics.pack_codes(codes[np.searchsorted(needed, split.database)]),
+    "query_labels": pooled.labels[split.query].astype(np.uint8),
+    "database_labels": pooled.labels[split.database].astype(np.uint8),
+  }
+  hio.write_npz(os.path.join(workdir, "codes.npz"), **packed)
+  return metrics.evaluate(
+    packed["query_codes"],
+    packed["database_codes"],
+    packed["query_labels"],
+    packed["database_labels"],
+    num_bits=config.model.bits,
+    map_at=tuple(config.eval.map_at),
+    precision_at=tuple(config.eval.precision_at),
+  )
+
+
+def reevaluate(workdir: str) -> dict:
+  """Evaluates a finished run's `params.msgpack` again with the current code.
+
+  Rebuilds the data split from the run's `config.json` and the model from its `results.json`
+  (input statistics); rewrites `codes.npz` and writes `reevaluation.json` (the original
+  `results.json` stays). For runs evaluated by an older version of the protocol or metrics.
+  """
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  pooled, split = prepare_data(config)
+  model = models.build_model(config.model, results["pixel_mean"], results["pixel_std"])
+  like = model.init(jax.random.key(0), jnp.asarray(pooled.images[:1]))
+  with open(os.path.join(workdir, "params.msgpack"), "rb") as f:
+    params = flax.serialization.from_bytes(like, f.read())
+  evaluation = evaluate_model(config, model, params, pooled, split, workdir)
+  hio.write_json(os.path.join(workdir, "reevaluation.json"), evaluation)
+  return evaluation
+
+
 def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """One run: train `config.model.bits`-bit codes, evaluate the final model, write the workdir.
 
@@ -317,29 +368,7 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
   hio.write_bytes(os.path.join(workdir, "params.msgpack"), flax.serialization.to_bytes(params))
 
   eval_start = time.perf_counter()
-  # Encode each needed image once (query and database may overlap: database="query").
-  needed = np.union1d(split.query, split.database)
-  codes = encode(model, params, pooled.images[needed], config.eval.batch_size)
-  query_codes = metrics.pack_codes(codes[np.searchsorted(needed, split.query)])
-  database_codes = metrics.pack_codes(codes[np.searchsorted(needed, split.database)])
-  query_labels = pooled.labels[split.query].astype(np.uint8)
-  database_labels = pooled.labels[split.database].astype(np.uint8)
-  evaluation = metrics.evaluate(
-    query_codes,
-    database_codes,
-    query_labels,
-    database_labels,
-    num_bits=bits,
-    map_at=tuple(config.eval.map_at),
-    precision_at=tuple(config.eval.precision_at),
-  )
-  hio.write_npz(
-    os.path.join(workdir, "codes.npz"),
-    query_codes=query_codes,
-    database_codes=database_codes,
-    query_labels=query_labels,
-    database_labels=database_labels,
-  )
+  evaluation = evaluate_model(config, model, params, pooled, split, workdir)
   results = {
     "method": config.method,
     "protocol": config.data.protocol,

@@ -193,3 +193,10 @@ def test_batch_indices_cover_each_image_once_per_epoch_and_depend_on_seed_and_st
   np.testing.assert_array_equal(train.batch_indices(7, 1, 100, 30), epoch[1])
   assert not np.array_equal(train.batch_indices(7, 3, 100, 30), epoch[0])  # next epoch reshuffled
   assert not np.array_equal(train.batch_indices(8, 0, 100, 30), epoch[0])
+
+
+def test_reevaluate_a_finished_run_gives_its_numbers(smoke_run):
+  workdir, results = smoke_run
+  again = train.reevaluate(workdir)
+  assert again["map"] == pytest.approx(results["map"], abs=1e-12)
+  assert json.load(open(os.path.join(workdir, "reevaluation.json")))["map"] == again["map"]
