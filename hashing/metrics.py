@@ -6,7 +6,8 @@ Codes are packed 8 bits per byte with `np.packbits(..., axis=1)` into uint8 `[N,
 database item is relevant to a query when they share at least one label.
 
 Conventions (all metrics are means over *all* queries unless stated otherwise):
-  * Ranking: ascending Hamming distance, ties broken by database index (a stable sort).
+  * Ranking: ascending Hamming distance, ties broken by database index. `hashing.retrieval`
+    computes it by counting (distances are integers 0..num_bits), without a sort.
   * "mAP" is whole-database mAP (every database item is ranked); "mAP@k" only looks at the top
     k and divides by the number of relevant items in the top k (DeepHash-pytorch convention).
   * A query with no relevant item (or none in the top k, for mAP@k) contributes AP 0.
@@ -22,76 +23,18 @@ from typing import Any
 
 import numpy as np
 
+from hashing import retrieval
+
 
 def pack_codes(codes: np.ndarray) -> np.ndarray:
   """Binarises and packs codes: `[N, num_bits]` float -> uint8 `[N, ceil(num_bits / 8)]`."""
   return np.packbits(np.asarray(codes) > 0, axis=1)
 
 
-def _check_packed(name: str, packed: np.ndarray) -> np.ndarray:
-  packed = np.asarray(packed)
-  if packed.dtype != np.uint8 or packed.ndim != 2:
-    raise ValueError(
-      f"{name} must be packed codes, a uint8 array [rows, bytes] from pack_codes; "
-      f"got dtype {packed.dtype} and shape {packed.shape}"
-    )
-  return packed
-
-
-def _check_same_width(query_packed: np.ndarray, database_packed: np.ndarray) -> None:
-  if query_packed.shape[1] != database_packed.shape[1]:
-    raise ValueError(
-      f"query and database codes have different widths: {query_packed.shape[1]} vs "
-      f"{database_packed.shape[1]} bytes per code (were they packed from the same num_bits?)"
-    )
-
-
-def _as_words(packed: np.ndarray) -> np.ndarray:
-  """Views `[rows, W]` uint8 as `[rows, ceil(W / 8)]` uint64, zero-padded.
-
-  Popcount of XOR is unchanged by zero padding and by byte order, and one uint64 operation
-  replaces eight uint8 ones.
-  """
-  rows, width = packed.shape
-  padded = np.zeros((rows, -(-width // 8) * 8), dtype=np.uint8)
-  padded[:, :width] = packed
-  return padded.view(np.uint64)
-
-
-def _hamming_words(query_words: np.ndarray, database_words: np.ndarray, dtype) -> np.ndarray:
-  # Loop over the (few) words rather than broadcasting to [Q, N, words]: peak memory stays at
-  # a couple of [Q, N] arrays.
-  dist = np.zeros((query_words.shape[0], database_words.shape[0]), dtype=dtype)
-  for w in range(query_words.shape[1]):
-    dist += np.bitwise_count(query_words[:, w, None] ^ database_words[None, :, w])
-  return dist
-
-
-def _distance_dtype(width_bytes: int) -> type:
-  # uint16 halves memory (and lets the stable argsort use radix sort) whenever it can hold the
-  # largest possible distance, 8 * width.
-  return np.uint16 if 8 * width_bytes <= np.iinfo(np.uint16).max else np.int32
-
-
 def hamming_distances(query_packed: np.ndarray, database_packed: np.ndarray) -> np.ndarray:
-  """Hamming distances between packed codes.
-
-  Args:
-    query_packed: uint8 `[Q, W]` from `pack_codes`.
-    database_packed: uint8 `[N, W]` from `pack_codes`.
-
-  Returns:
-    `[Q, N]` integer array (uint16, or int32 for codes wider than 65535 bits):
-    `dist[i, j] = popcount(query[i] XOR database[j])`.
-  """
-  query_packed = _check_packed("query_packed", query_packed)
-  database_packed = _check_packed("database_packed", database_packed)
-  _check_same_width(query_packed, database_packed)
-  return _hamming_words(
-    _as_words(query_packed),
-    _as_words(database_packed),
-    _distance_dtype(query_packed.shape[1]),
-  )
+  """Hamming distances `[Q, N]` int32 between packed codes uint8 `[Q, W]` and `[N, W]`:
+  `dist[i, j] = popcount(query[i] XOR database[j])` (see `retrieval.hamming_distances`)."""
+  return retrieval.hamming_distances(query_packed, database_packed)
 
 
 def _label_matrix(labels: np.ndarray) -> np.ndarray:
@@ -176,7 +119,8 @@ def evaluate(
     precision_at: k values for precision@k.
     radius: Hamming radius for `precision_radius{radius}` (a radius above num_bits acts as
       num_bits: everything is retrieved).
-    query_chunk: queries processed at once; memory is O(query_chunk * N).
+    query_chunk: queries per jitted call when the ranking runs on an accelerator (memory
+      O(query_chunk * N) there); the CPU engine needs O(N) per thread.
 
   Returns:
     A dict of plain Python values (JSON-ready, no NaN):
@@ -196,9 +140,9 @@ def evaluate(
   Raises:
     ValueError: on inconsistent shapes, bad dtypes, or out-of-range arguments.
   """
-  query_packed = _check_packed("query_packed", query_packed)
-  database_packed = _check_packed("database_packed", database_packed)
-  _check_same_width(query_packed, database_packed)
+  query_packed = retrieval.check_packed("query_packed", query_packed)
+  database_packed = retrieval.check_packed("database_packed", database_packed)
+  retrieval.check_same_width(query_packed, database_packed)
   query_labels, database_labels = _check_labels(query_labels, database_labels)
   num_queries, width = query_packed.shape
   num_database = database_packed.shape[0]
@@ -236,55 +180,23 @@ def evaluate(
   if query_chunk < 1:
     raise ValueError(f"query_chunk must be >= 1; got {query_chunk}")
 
-  query_words = _as_words(query_packed)
-  database_words = _as_words(database_packed)
-  dist_dtype = _distance_dtype(width)
-  query_y = _label_matrix(query_labels)
-  database_y_t = np.ascontiguousarray(_label_matrix(database_labels).T)
-  ranks = np.arange(1, num_database + 1, dtype=np.float64)
+  # The engine ranks by counting (no sort) and returns per-query results, so the output does
+  # not depend on how queries are split over threads, not even in the last floating-point bit.
+  stats = retrieval.ranking_stats(
+    query_packed,
+    database_packed,
+    query_labels,
+    database_labels,
+    num_bits=num_bits,
+    map_at=map_at,
+    precision_at=precision_at,
+    query_chunk=query_chunk,
+  )
+  hist_all, hist_rel = stats.hist_all, stats.hist_rel  # [Q, num_bits + 1] at distance exactly d
   num_dist = num_bits + 1
-
-  # Per-query results; kept per query (not as running sums) so the output does not depend on
-  # query_chunk, not even in the last floating-point bit.
-  ap = np.zeros(num_queries)
-  ap_at = np.zeros((len(map_at), num_queries))
-  precision_at_values = np.zeros((len(precision_at), num_queries))
-  # hist_all[i, d] / hist_rel[i, d]: number of all / relevant items at distance exactly d.
-  hist_all = np.zeros((num_queries, num_dist), dtype=np.int64)
-  hist_rel = np.zeros((num_queries, num_dist), dtype=np.int64)
-
-  for start in range(0, num_queries, query_chunk):
-    stop = min(start + query_chunk, num_queries)
-    rows = stop - start
-    dist = _hamming_words(query_words[start:stop], database_words, dist_dtype)
-    rel = (query_y[start:stop] @ database_y_t) > 0
-
-    # Histograms over distance values give the counts within every radius at once, no sort.
-    offsets = dist.astype(np.int64) + (np.arange(rows) * num_dist)[:, None]
-    hist_all[start:stop] = np.bincount(offsets.ravel(), minlength=rows * num_dist).reshape(
-      rows, num_dist
-    )
-    hist_rel[start:stop] = np.bincount(offsets[rel], minlength=rows * num_dist).reshape(
-      rows, num_dist
-    )
-    del offsets
-
-    order = np.argsort(dist, axis=1, kind="stable")  # Stable: ties by database index.
-    del dist
-    rel_sorted = np.take_along_axis(rel, order, axis=1)
-    del order, rel
-    cum_rel = np.cumsum(rel_sorted, axis=1, dtype=np.int32)
-    # contrib[i, r - 1] = P(r) * rel(r).
-    contrib = np.zeros(cum_rel.shape)
-    np.divide(cum_rel, ranks, out=contrib, where=rel_sorted)
-    num_rel = cum_rel[:, -1]
-    ap[start:stop] = _safe_ratio(contrib.sum(axis=1), num_rel)
-    for j, k in enumerate(map_at):
-      k = min(k, num_database)
-      ap_at[j, start:stop] = _safe_ratio(contrib[:, :k].sum(axis=1), cum_rel[:, k - 1])
-    for j, k in enumerate(precision_at):
-      k = min(k, num_database)
-      precision_at_values[j, start:stop] = cum_rel[:, k - 1] / k
+  precision_at_values = stats.hits_at / np.array(
+    [min(k, num_database) for k in precision_at], dtype=np.float64
+  )  # [Q, len(precision_at)]
 
   within_all = np.cumsum(hist_all, axis=1)  # [Q, num_bits + 1]: retrieved within radius d.
   within_rel = np.cumsum(hist_rel, axis=1)  # [Q, num_bits + 1]: relevant within radius d.
@@ -297,12 +209,12 @@ def evaluate(
   pr_recall = _safe_ratio(recall_within[has_rel].sum(axis=0), np.full(num_dist, has_rel.sum()))
 
   return {
-    "map": float(ap.mean()),
-    "map_at": {str(k): float(v.mean()) for k, v in zip(map_at, ap_at, strict=True)},
+    "map": float(stats.ap.mean()),
+    "map_at": {str(k): float(v.mean()) for k, v in zip(map_at, stats.ap_at.T, strict=True)},
     f"precision_radius{radius}": float(precision_within[:, min(radius, num_bits)].mean()),
     "precision_at_k": {
       "k": precision_at,
-      "precision": [float(v.mean()) for v in precision_at_values],
+      "precision": [float(v.mean()) for v in precision_at_values.T],
     },
     "pr_curve": {
       "radius": list(range(num_dist)),
