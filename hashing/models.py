@@ -7,10 +7,13 @@ model so that every caller (training, evaluation, indexing) sees the same input 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hashing.errors import UserError
 
@@ -98,3 +101,26 @@ def build_model(
     pixel_mean=tuple(float(m) for m in pixel_mean),
     pixel_std=tuple(float(s) for s in pixel_std),
   )
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_apply(model: HashNet):
+  # Modules hash by their definition: one compiled apply per model across calls (a fresh
+  # `jax.jit(model.apply)` per call would trace and compile again).
+  return jax.jit(model.apply)
+
+
+def encode(model: HashNet, params, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+  """Real-valued codes `[N, bits]` of uint8 images `[N, H, W, C]`, in fixed-size chunks.
+
+  The last chunk is padded to `batch_size` so the jitted apply compiles once.
+  """
+  apply = _jitted_apply(model)
+  out = []
+  for start in range(0, images.shape[0], batch_size):
+    chunk = images[start : start + batch_size]
+    pad = batch_size - chunk.shape[0]
+    if pad:
+      chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+    out.append(np.asarray(apply(params, chunk))[: batch_size - pad])
+  return np.concatenate(out)

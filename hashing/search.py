@@ -135,31 +135,12 @@ class TrainedModel:
       workdir=workdir,
     )
 
-  @property
-  def _apply(self):
-    # One jitted function per model (cached on the instance): jax.jit of a fresh bound method
-    # on every call would trace again.
-    apply = self.__dict__.get("_jitted")
-    if apply is None:
-      apply = jax.jit(self.model.apply)
-      object.__setattr__(self, "_jitted", apply)
-    return apply
-
   def encode(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Packed codes uint8 `[N, ceil(q / 8)]` of uint8 images `[N, H, W, C]`.
-
-    Batches are padded to one size, so that the jitted model compiles once.
-    """
+    """Packed codes uint8 `[N, ceil(q / 8)]` of uint8 images `[N, H, W, C]`."""
+    if not len(images):
+      return np.zeros((0, -(-self.num_bits // 8)), np.uint8)
     batch_size = max(1, min(batch_size, len(images)))
-    out = []
-    for start in range(0, len(images), batch_size):
-      chunk = images[start : start + batch_size]
-      pad = batch_size - len(chunk)
-      if pad:
-        chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.uint8)])
-      out.append(np.asarray(self._apply(self.params, chunk))[: batch_size - pad])
-    codes = np.concatenate(out) if out else np.zeros((0, self.num_bits), np.float32)
-    return metrics.pack_codes(codes)
+    return metrics.pack_codes(models.encode(self.model, self.params, images, batch_size))
 
   def encode_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 256) -> np.ndarray:
     """Packed codes of image files, read `batch_size` at a time (memory stays bounded)."""

@@ -24,7 +24,18 @@ import optax
 import tqdm
 
 import hashing
-from hashing import augment, checkpoint, data, losses, metrics, models, optim, protocols, report
+from hashing import (
+  augment,
+  checkpoint,
+  data,
+  losses,
+  metrics,
+  models,
+  optim,
+  protocols,
+  report,
+  search,
+)
 from hashing import io as hio
 from hashing.errors import UserError
 
@@ -105,22 +116,6 @@ def _records_up_to(metrics_path: str, step: int) -> list[str]:
       except (json.JSONDecodeError, KeyError):
         pass  # a line cut short by a kill
   return lines
-
-
-def encode(model: models.HashNet, params, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-  """Real-valued codes `[N, bits]` of uint8 images `[N, H, W, C]`, in fixed-size chunks.
-
-  The last chunk is padded to `batch_size` so the jitted apply compiles once.
-  """
-  apply = jax.jit(model.apply)
-  out = []
-  for start in range(0, images.shape[0], batch_size):
-    chunk = images[start : start + batch_size]
-    pad = batch_size - chunk.shape[0]
-    if pad:
-      chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-    out.append(np.asarray(apply(params, chunk))[: batch_size - pad])
-  return np.concatenate(out)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
@@ -231,7 +226,7 @@ def evaluate_model(
   """Encodes query and database, writes `codes.npz`, returns `metrics.evaluate`'s dict."""
   # Encode each needed image once (query and database may overlap: database="query").
   needed = np.union1d(split.query, split.database)
-  codes = encode(model, params, pooled.images[needed], config.eval.batch_size)
+  codes = models.encode(model, params, pooled.images[needed], config.eval.batch_size)
   packed = {
     "query_codes": metrics.pack_codes(codes[np.searchsorted(needed, split.query)]),
     "database_codes": metrics.pack_codes(codes[np.searchsorted(needed, split.database)]),
@@ -259,13 +254,9 @@ def reevaluate(workdir: str) -> dict:
   """
   with open(os.path.join(workdir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  with open(os.path.join(workdir, "results.json")) as f:
-    results = json.load(f)
   pooled, split = prepare_data(config)
-  model = models.build_model(config.model, results["pixel_mean"], results["pixel_std"])
-  like = model.init(jax.random.key(0), jnp.asarray(pooled.images[:1]))
-  with open(os.path.join(workdir, "params.msgpack"), "rb") as f:
-    params = flax.serialization.from_bytes(like, f.read())
+  trained = search.TrainedModel.load(workdir, image_shape=pooled.images.shape[1:])
+  model, params = trained.model, trained.params
   evaluation = evaluate_model(config, model, params, pooled, split, workdir)
   hio.write_json(os.path.join(workdir, "reevaluation.json"), evaluation)
   return evaluation

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, load_config
 from PIL import Image
 
-from hashing import data, index, metrics, search, search_cli, train
+from hashing import data, index, metrics, models, search, search_cli, train
 from hashing.errors import UserError
 
 
@@ -49,7 +49,7 @@ def test_index_holds_the_training_codes_of_the_folder_images(run):
   code_index = search.build_index(model, folder, batch_size=7)  # several batches, a partial one
   assert list(code_index.ids) == ids
   # The same codes as the training code's encoder gives the same (lossless PNG) images.
-  expected = metrics.pack_codes(train.encode(model.model, model.params, images, batch_size=5))
+  expected = metrics.pack_codes(models.encode(model.model, model.params, images, batch_size=5))
   np.testing.assert_array_equal(code_index.codes, expected)
   assert code_index.metadata["root"] == str(folder.resolve())
 
