@@ -43,9 +43,9 @@ def write_plots(workdir: str, results: Sequence[dict]) -> list[str]:
   import matplotlib.pyplot as plt
 
   paths = []
-  for name, x_key, y_key, xlabel, ylabel in (
-    ("pr_curve.png", "recall", "precision", "recall", "precision"),
-    ("precision_at_k.png", "k", "precision", "number of retrieved images k", "precision@k"),
+  for name, x_key, y_key, xlabel, ylabel, title in (
+    ("pr_curve.png", "recall", "precision", "recall", "precision", "PR curve over Hamming radius"),
+    ("precision_at_k.png", "k", "precision", "retrieved images k", "precision@k", "precision@k"),
   ):
     fig, ax = plt.subplots(figsize=(5, 4))
     for r in results:
@@ -53,7 +53,7 @@ def write_plots(workdir: str, results: Sequence[dict]) -> list[str]:
       ax.plot(curve[x_key], curve[y_key], marker=".", label=f"{r['method']} {r['bits']} bits")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{results[0]['protocol']}: {ylabel}")
+    ax.set_title(f"{results[0]['protocol']}: {title}")
     ax.grid(alpha=0.3)
     ax.legend()
     path = os.path.join(workdir, name)
