@@ -361,6 +361,20 @@ def _order_segment(found, found_dist, begin, end, radius, index_out, dist_out, s
     dist_out[s] = d
 
 
+@numba.njit
+def _ordered_by_distance(found, found_dist, size, counts, radius):
+  """`(counts, index, distance)` with each query's segment of `found[:size]` ordered by
+  (distance, index): the output layout of `radius_scan` and `table_search`."""
+  index_out = np.empty(size, np.int64)
+  dist_out = np.empty(size, np.int32)
+  slot = np.empty(radius + 2, np.int64)
+  begin = 0
+  for c in counts:
+    _order_segment(found, found_dist, begin, begin + c, radius, index_out, dist_out, slot)
+    begin += c
+  return counts, index_out, dist_out
+
+
 @numba.njit(**_JIT)
 def radius_scan(query_words, database_words, start, stop, radius):
   """Linear scan: items within `radius` of queries `[start, stop)`, by (distance, index).
@@ -399,14 +413,7 @@ def radius_scan(query_words, database_words, start, stop, radius):
         found[size] = j
         found_dist[size] = d
         size += 1
-  index_out = np.empty(size, np.int64)
-  dist_out = np.empty(size, np.int32)
-  slot = np.empty(radius + 2, np.int64)
-  begin = 0
-  for c in counts:
-    _order_segment(found, found_dist, begin, begin + c, radius, index_out, dist_out, slot)
-    begin += c
-  return counts, index_out, dist_out
+  return _ordered_by_distance(found, found_dist, size, counts, radius)
 
 
 _HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio (Fibonacci hashing)
@@ -560,11 +567,4 @@ def table_search(
         kept += 1
     size = kept
     counts[r] = size - begin
-  index_out = np.empty(size, np.int64)
-  dist_out = np.empty(size, np.int32)
-  slot = np.empty(radius + 2, np.int64)
-  begin = 0
-  for c in counts:
-    _order_segment(found, found_dist, begin, begin + c, radius, index_out, dist_out, slot)
-    begin += c
-  return counts, index_out, dist_out
+  return _ordered_by_distance(found, found_dist, size, counts, radius)
