@@ -24,7 +24,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hashing import losses, models, optim, train  # noqa: E402
+from hashing import models, objectives, optim, train  # noqa: E402
 
 
 def load_dsh_config(bits: int, batch: int):
@@ -43,16 +43,12 @@ def jax_runner(images, labels, bits):
   optimizer = optim.make_optimizer(config.train, 10_000)
   params = model.init(jax.random.key(0), images[:1])
   state = {"params": params, "opt": optimizer.init(params)}
-  step = train.make_train_step(
-    model, losses.loss_from_config(config.loss, bits), optimizer, config.augment
-  )
-  key = jax.random.key(1)
+  step = train.make_train_step(objectives.make_objective(config, model), optimizer, config.augment)
+  key, batch = jax.random.key(1), {"images": images, "labels": labels}
 
   def run(num_steps):
     for _ in range(num_steps):
-      state["params"], state["opt"], loss, _ = step(
-        state["params"], state["opt"], images, labels, key
-      )
+      state["params"], state["opt"], loss, _ = step(state["params"], state["opt"], batch, key)
     loss.block_until_ready()
 
   return run

@@ -2,7 +2,7 @@
 
 The checkpointed state is the pytree `{"params": ..., "opt_state": ...}`; the step is the
 checkpoint's name. Everything else a resumed run needs is a function of (config, step): the
-batch order (`train.batch_indices`) and the augmentation keys (`fold_in(key, step)`), so a
+batch order (`hashing/sampling.py`) and the augmentation keys (`fold_in(key, step)`), so a
 resumed run ends with the same codes as an uninterrupted one. Orbax writes each checkpoint into
 a temporary directory and renames it when complete, so a killed run never leaves a
 half-written checkpoint behind.

@@ -83,7 +83,9 @@ def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDi
   c.model.bits = bits[0]
   c.model.backbone = "dsh"
   c.model.head = "fc"
-  c.model.output = "none"  # none | tanh | sigmoid
+  c.model.output = "none"  # none | tanh | sigmoid (binarised at 0.5)
+  c.model.features_per_bit = 0  # > 0: backbone features = features_per_bit * bits (DNNH: 50)
+  c.model.quantize_eps = 0.0  # > 0: DNNH piecewise threshold of sigmoid outputs in training
 
   c.train = ml_collections.ConfigDict()
   c.train.epochs = 100
@@ -98,6 +100,7 @@ def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDi
   c.train.decay_at = (0.5, 0.75)  # step schedule: fractions of training where lr /= 10
   c.train.log_every = 50
   c.train.checkpoint_every = 1000  # steps; also at the end. A rerun resumes from the newest.
+  c.train.triplet_apply = "vmap"  # explicit triplets: vmap | concat | separate (same codes)
 
   c.augment = ml_collections.ConfigDict()
   c.augment.flip = True

@@ -1,14 +1,14 @@
-"""Hashing losses: pure functions of real-valued codes and labels, chosen by name.
+"""Hashing losses: pure functions of real-valued codes (and labels), each returning a scalar.
 
-Every loss takes `codes` `[batch, bits]` and multi-hot `labels` `[batch, num_labels]` and returns
-a scalar. Two images are similar when they share at least one label.
+`codes` are `[batch, bits]` network outputs, `labels` multi-hot `[batch, num_labels]`; two images
+are similar when they share at least one label. `config.loss.name` picks a loss; which batches
+it needs and how the model feeds it is `hashing/objectives.py`'s job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax.numpy as jnp
+import optax
 
 from hashing.errors import UserError
 
@@ -63,23 +63,113 @@ def dsh_loss(
   return contrastive + 2.0 * alpha * regularizer
 
 
-LOSSES: dict[str, Callable[..., jnp.ndarray]] = {"dsh": dsh_loss}
+def triplet_loss(
+  anchor: jnp.ndarray, positive: jnp.ndarray, negative: jnp.ndarray, *, margin: float
+) -> jnp.ndarray:
+  """Triplet ranking loss of DNNH (Lai et al., CVPR 2015, eq. 1), mean over the triplets:
 
+    L = mean_t max(0, margin - (||a_t - n_t||^2 - ||a_t - p_t||^2))
 
-def loss_from_config(loss_config, bits: int) -> Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
-  """Returns `loss(codes, labels) -> scalar` for `config.loss` (`name` plus its keywords).
+  The positive p shares a label with the anchor a, the negative n shares none. On sigmoid
+  outputs in [0, 1] (the paper; margin 1) or on +-1-scaled outputs (margin in those units:
+  distances are 4x larger).
 
-  `margin=None` means the paper's default, 2 * bits.
+  Args:
+    anchor, positive, negative: `[batch, bits]` codes.
+    margin: how much farther than the positive the negative must be.
+
+  Returns:
+    Scalar loss.
   """
+  to_positive = jnp.sum((anchor - positive) ** 2, axis=1)
+  to_negative = jnp.sum((anchor - negative) ** 2, axis=1)
+  return jnp.mean(jnp.maximum(margin - (to_negative - to_positive), 0.0))
+
+
+MINING = ("all", "hard", "semihard")
+
+
+def batch_triplet_loss(
+  codes: jnp.ndarray, labels: jnp.ndarray, *, margin: float, mining: str = "all"
+) -> jnp.ndarray:
+  """The triplet ranking loss over the triplets found inside one batch (each image embedded once).
+
+  With D the `[batch, batch]` squared distances, positives p != a sharing a label with anchor a,
+  negatives n sharing none, and l(a, p, n) = max(0, margin + D[a, p] - D[a, n]):
+
+    all:      mean of l over every valid (a, p, n) of the batch.
+    hard:     per anchor with a positive and a negative, l(a, argmax_p D[a, p], argmin_n D[a, n])
+              (batch-hard, Hermans et al. 2017); mean over those anchors.
+    semihard: per valid (a, p), the closest negative farther than p (D[a, n] > D[a, p]), or the
+              farthest negative when none is (FaceNet, Schroff et al. 2015); mean over (a, p).
+
+  A batch without any valid triplet gives 0.
+
+  Args:
+    codes: `[batch, bits]`; labels: `[batch, num_labels]` multi-hot.
+    margin: as in `triplet_loss`.
+    mining: "all", "hard" or "semihard".
+
+  Returns:
+    Scalar loss.
+  """
+  if mining not in MINING:
+    raise UserError(f"config.loss.mining={mining!r} is unknown; choose one of {list(MINING)}.")
+  batch = codes.shape[0]
+  d = squared_distances(codes)
+  s = similarity(labels) > 0
+  positive = s & ~jnp.eye(batch, dtype=bool)  # [a, p]
+  negative = ~s  # [a, n]
+  if mining == "all":
+    valid = positive[:, :, None] & negative[:, None, :]  # [a, p, n]
+    per_triplet = jnp.maximum(margin + d[:, :, None] - d[:, None, :], 0.0)
+    return jnp.sum(jnp.where(valid, per_triplet, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+  if mining == "hard":
+    hardest_positive = jnp.max(jnp.where(positive, d, -jnp.inf), axis=1)
+    hardest_negative = jnp.min(jnp.where(negative, d, jnp.inf), axis=1)
+    valid = positive.any(axis=1) & negative.any(axis=1)
+    per_anchor = jnp.maximum(margin + hardest_positive - hardest_negative, 0.0)
+    return jnp.sum(jnp.where(valid, per_anchor, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+  # semihard: for each (a, p), choose among the negatives of a.
+  farther = negative[:, None, :] & (d[:, None, :] > d[:, :, None])  # [a, p, n]
+  closest_farther = jnp.min(jnp.where(farther, d[:, None, :], jnp.inf), axis=2)
+  farthest = jnp.max(jnp.where(negative, d, -jnp.inf), axis=1)[:, None]
+  chosen = jnp.where(farther.any(axis=2), closest_farther, farthest)
+  valid = positive & negative.any(axis=1)[:, None]
+  per_pair = jnp.maximum(margin + d - chosen, 0.0)
+  return jnp.sum(jnp.where(valid, per_pair, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+
+
+def code_regression_loss(codes: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:
+  """Stage 2 of CNNH (Xia et al., AAAI 2014): fit the network to the stage-1 codes,
+
+  L = mean_{i, k} (codes_ik - targets_ik)^2,   targets in {-1, 1}, `[batch, bits]` both.
+  """
+  return jnp.mean((codes - targets) ** 2)
+
+
+def classification_loss(logits: jnp.ndarray, labels: jnp.ndarray, *, multi_label: bool):
+  """CNNH+'s class-label output: softmax cross-entropy against the class (single-label data)
+  or the mean over labels of per-label sigmoid cross-entropy (multi-label data); mean over the
+  batch. `logits` `[batch, L]`, `labels` multi-hot `[batch, L]`.
+  """
+  labels = labels.astype(jnp.float32)
+  if multi_label:
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels))
+  return jnp.mean(optax.softmax_cross_entropy(logits, labels))
+
+
+# config.loss.name values: dsh (pairwise), triplet (explicit or in-batch triplets), cnnh
+# (regression onto stage-1 codes, plus a class-label output for CNNH+).
+LOSS_NAMES = ("dsh", "triplet", "cnnh")
+
+
+def check_loss_config(loss_config) -> None:
+  """Rejects unknown loss names and negative margins or weights with one message each."""
   name = loss_config.name
-  if name not in LOSSES:
-    raise UserError(f"config.loss.name={name!r} is unknown; choose one of {sorted(LOSSES)}.")
-  kwargs = {k: v for k, v in loss_config.items() if k != "name"}
-  if "margin" in kwargs and kwargs["margin"] is None:
-    kwargs["margin"] = 2.0 * bits
-  if kwargs.get("margin", 0) < 0:
-    raise UserError(f"config.loss.margin={kwargs['margin']} must be >= 0 (None means 2 * bits).")
-  if kwargs.get("alpha", 0) < 0:
-    raise UserError(f"config.loss.alpha={kwargs['alpha']} must be >= 0.")
-  loss_fn = LOSSES[name]
-  return lambda codes, labels: loss_fn(codes, labels, **kwargs)
+  if name not in LOSS_NAMES:
+    raise UserError(f"config.loss.name={name!r} is unknown; choose one of {list(LOSS_NAMES)}.")
+  for field in ("margin", "alpha", "class_weight"):
+    value = loss_config.get(field)
+    if value is not None and value < 0:
+      raise UserError(f"config.loss.{field}={value} must be >= 0.")

@@ -43,6 +43,34 @@ class DSHBackbone(nn.Module):
     return nn.relu(nn.Dense(self.hidden)(x))
 
 
+class NINBackbone(nn.Module):
+  """The network-in-network of DNNH (Lai et al., CVPR 2015) up to its global average pool.
+
+  conv w0@5x5 -> 1x1 w0 -> max-pool 3/2 -> conv w1@5x5 -> 1x1 w1 -> max-pool 3/2 -> 1x1 w2
+  -> 1x1 w2 -> avg-pool 3/2 -> conv w3@3x3 -> 1x1 `features` -> global avg-pool, a ReLU after
+  every convolution, 'SAME' padding. The paper's widths are (96, 256, 384, 1024) with
+  `features` = 50 * bits, so that divide-and-encode gives each bit a slice of 50.
+  Output: features `[batch, features]`.
+  """
+
+  widths: Sequence[int] = (96, 256, 384, 1024)
+  features: int = 2400
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    pool = dict(window_shape=(3, 3), strides=(2, 2), padding="SAME")
+    w0, w1, w2, w3 = self.widths
+
+    def conv(x, width, size):
+      return nn.relu(nn.Conv(width, (size, size), padding="SAME")(x))
+
+    x = nn.max_pool(conv(conv(x, w0, 5), w0, 1), **pool)
+    x = nn.max_pool(conv(conv(x, w1, 5), w1, 1), **pool)
+    x = nn.avg_pool(conv(conv(x, w2, 1), w2, 1), **pool)
+    x = conv(conv(x, w3, 3), self.features, 1)
+    return jnp.mean(x, axis=(1, 2))
+
+
 class FCHead(nn.Module):
   """Fully-connected encode: features `[batch, d]` -> `[batch, bits]`."""
 
@@ -53,7 +81,43 @@ class FCHead(nn.Module):
     return nn.Dense(self.bits)(features)
 
 
+class DivideAndEncodeHead(nn.Module):
+  """Divide-and-encode (DNNH): features `[batch, d]` split into `bits` slices of s = d / bits;
+  bit k sees only slice k: `out[:, k] = features[:, k*s:(k+1)*s] . w_k + b_k` -> `[batch, bits]`.
+
+  Each bit depending on its own slice is what the paper argues reduces redundancy between bits.
+  """
+
+  bits: int
+
+  @nn.compact
+  def __call__(self, features: jnp.ndarray) -> jnp.ndarray:
+    batch, width = features.shape
+    if width % self.bits:
+      raise ValueError(f"{width} features do not split into {self.bits} equal slices")
+    slice_width = width // self.bits
+    # fan-in of each unit is its slice width (axis 1), not the number of bits.
+    init = nn.initializers.lecun_normal(in_axis=1, out_axis=0)
+    kernel = self.param("kernel", init, (self.bits, slice_width))
+    bias = self.param("bias", nn.initializers.zeros, (self.bits,))
+    slices = features.reshape(batch, self.bits, slice_width)
+    return jnp.einsum("bks,ks->bk", slices, kernel) + bias
+
+
 OUTPUTS = {"none": lambda x: x, "tanh": jnp.tanh, "sigmoid": nn.sigmoid}
+# Where each output is binarised: a bit is set when output > threshold.
+THRESHOLDS = {"none": 0.0, "tanh": 0.0, "sigmoid": 0.5}
+
+
+def piecewise_threshold(s: jnp.ndarray, eps: float) -> jnp.ndarray:
+  """DNNH's piecewise-threshold quantization of sigmoid outputs s in [0, 1]:
+
+    g(s) = 0 if s < 0.5 - eps;  1 if s > 0.5 + eps;  s otherwise.
+
+  Outputs already near a binary value are snapped to it (zero gradient there, as in the paper);
+  only the undecided band around 0.5 keeps training.
+  """
+  return jnp.where(s < 0.5 - eps, 0.0, jnp.where(s > 0.5 + eps, 1.0, s))
 
 
 class HashNet(nn.Module):
@@ -61,7 +125,10 @@ class HashNet(nn.Module):
 
   `pixel_mean`/`pixel_std` are per-channel statistics of the training images, kept as static
   attributes (not parameters) so that they travel with the model definition.
-  Input `[batch, H, W, C]` uint8 (or float in 0..255); output codes `[batch, bits]` float32.
+  `quantize_eps` > 0 with a sigmoid output applies `piecewise_threshold` when `train=True`.
+  `num_classes` > 0 adds a class-label output on the backbone features (CNNH+).
+  Input `[batch, H, W, C]` uint8 (or float in 0..255); output codes `[batch, bits]` float32,
+  and with `with_logits=True` the pair (codes, logits `[batch, num_classes]`).
   """
 
   backbone: nn.Module
@@ -69,20 +136,91 @@ class HashNet(nn.Module):
   output: str = "none"
   pixel_mean: Sequence[float] = (0.0,)
   pixel_std: Sequence[float] = (255.0,)
+  quantize_eps: float = 0.0
+  num_classes: int = 0
 
-  def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
+  @nn.compact
+  def __call__(self, images: jnp.ndarray, train: bool = False, with_logits: bool = False):
     x = (images.astype(jnp.float32) - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
-    return OUTPUTS[self.output](self.head(self.backbone(x)))
+    features = self.backbone(x)
+    codes = OUTPUTS[self.output](self.head(features))
+    if train and self.output == "sigmoid" and self.quantize_eps > 0:
+      codes = piecewise_threshold(codes, self.quantize_eps)
+    # The class output is always built when configured, so that `init` creates its parameters.
+    logits = nn.Dense(self.num_classes, name="classes")(features) if self.num_classes else None
+    return (codes, logits) if with_logits else codes
+
+  @property
+  def threshold(self) -> float:
+    """Outputs above this value are 1-bits."""
+    return THRESHOLDS[self.output]
 
 
-BACKBONES = {"dsh": DSHBackbone}
-HEADS = {"fc": FCHead}
+TRIPLET_APPLY = ("vmap", "concat", "separate")
+
+
+def apply_triplets(
+  model: HashNet, params, images: jnp.ndarray, *, mode: str = "vmap", train: bool = False
+) -> jnp.ndarray:
+  """One set of shared weights applied to anchors, positives and negatives.
+
+  Args:
+    images: `[3, batch, H, W, C]` stacked (anchor, positive, negative) images.
+    mode: "vmap" maps `model.apply(params, .)` over the leading axis (DNNH's three
+      shared-weight branches); "concat" runs one `[3 * batch]` batch; "separate" runs three
+      applies. All three give the same codes; they differ in speed per backend
+      (benchmarks/triplet_apply.py).
+
+  Returns:
+    codes `[3, batch, bits]`.
+  """
+  if mode == "vmap":
+    return jax.vmap(lambda x: model.apply(params, x, train=train))(images)
+  if mode == "concat":
+    three, batch = images.shape[:2]
+    codes = model.apply(params, images.reshape(three * batch, *images.shape[2:]), train=train)
+    return codes.reshape(three, batch, -1)
+  if mode == "separate":
+    return jnp.stack([model.apply(params, images[i], train=train) for i in range(3)])
+  raise UserError(f"triplet apply mode {mode!r} is unknown; choose one of {list(TRIPLET_APPLY)}.")
+
+
+# Backbone constructors: name -> (model config -> (module, number of features it outputs)).
+# `features_per_bit` > 0 sizes the feature layer as features_per_bit * bits (DNNH: 50), so that
+# divide-and-encode gets equal slices; 0 keeps the backbone's own size (DSH: 500).
+NIN_WIDTHS = {"nin": (96, 256, 384, 1024), "nin-narrow": (32, 64, 96, 256)}
+
+
+def _feature_width(model_config, default: int) -> int:
+  per_bit = model_config.get("features_per_bit", 0)
+  return per_bit * model_config.bits if per_bit > 0 else default
+
+
+def _dsh_backbone(model_config) -> tuple[nn.Module, int]:
+  hidden = _feature_width(model_config, DSHBackbone.hidden)
+  return DSHBackbone(hidden=hidden), hidden
+
+
+def _nin_backbone(widths: Sequence[int]):
+  def build(model_config) -> tuple[nn.Module, int]:
+    features = _feature_width(model_config, 50 * model_config.bits)
+    return NINBackbone(widths=widths, features=features), features
+
+  return build
+
+
+BACKBONES = {"dsh": _dsh_backbone, **{name: _nin_backbone(w) for name, w in NIN_WIDTHS.items()}}
+HEADS = {"fc": FCHead, "dae": DivideAndEncodeHead}
 
 
 def build_model(
-  model_config, pixel_mean: Sequence[float] = (0.0,), pixel_std: Sequence[float] = (255.0,)
+  model_config,
+  pixel_mean: Sequence[float] = (0.0,),
+  pixel_std: Sequence[float] = (255.0,),
+  num_classes: int = 0,
 ) -> HashNet:
-  """Builds a `HashNet` from `config.model` (fields `backbone`, `head`, `bits`, `output`)."""
+  """Builds a `HashNet` from `config.model` (fields `backbone`, `head`, `bits`, `output`, and
+  optionally `features_per_bit`, `quantize_eps`); `num_classes` > 0 adds a class output."""
   for field, table in (("backbone", BACKBONES), ("head", HEADS)):
     if model_config[field] not in table:
       raise UserError(
@@ -92,14 +230,27 @@ def build_model(
     raise UserError(
       f"config.model.output={model_config.output!r} is unknown; choose one of {sorted(OUTPUTS)}."
     )
-  if model_config.bits <= 0:
-    raise UserError(f"config.model.bits={model_config.bits} must be a positive number of bits.")
+  bits = model_config.bits
+  if bits <= 0:
+    raise UserError(f"config.model.bits={bits} must be a positive number of bits.")
+  backbone, features = BACKBONES[model_config.backbone](model_config)
+  if model_config.head == "dae" and features % bits:
+    raise UserError(
+      f"divide-and-encode splits the {features} features of backbone "
+      f"{model_config.backbone!r} into bits={bits} slices, which does not divide; set "
+      f"config.model.features_per_bit (features = features_per_bit * bits)."
+    )
+  eps = model_config.get("quantize_eps", 0.0)
+  if not 0 <= eps < 0.5:
+    raise UserError(f"config.model.quantize_eps={eps} must be in [0, 0.5) (0 disables it).")
   return HashNet(
-    backbone=BACKBONES[model_config.backbone](),
-    head=HEADS[model_config.head](bits=model_config.bits),
+    backbone=backbone,
+    head=HEADS[model_config.head](bits=bits),
     output=model_config.output,
     pixel_mean=tuple(float(m) for m in pixel_mean),
     pixel_std=tuple(float(s) for s in pixel_std),
+    quantize_eps=float(eps),
+    num_classes=int(num_classes),
   )
 
 
@@ -111,7 +262,8 @@ def _jitted_apply(model: HashNet):
 
 
 def encode(model: HashNet, params, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-  """Real-valued codes `[N, bits]` of uint8 images `[N, H, W, C]`, in fixed-size chunks.
+  """Real-valued codes `[N, bits]` of uint8 images `[N, H, W, C]`, in fixed-size chunks, centred
+  on the model's binarisation threshold: a bit is set where the returned code is > 0.
 
   The last chunk is padded to `batch_size` so the jitted apply compiles once.
   """
@@ -122,5 +274,5 @@ def encode(model: HashNet, params, images: np.ndarray, batch_size: int = 1000) -
     pad = batch_size - chunk.shape[0]
     if pad:
       chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-    out.append(np.asarray(apply(params, chunk))[: batch_size - pad])
+    out.append(np.asarray(apply(params, chunk))[: batch_size - pad] - model.threshold)
   return np.concatenate(out)

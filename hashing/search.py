@@ -111,7 +111,7 @@ class TrainedModel:
     image_shape = tuple(int(s) for s in image_shape)
     if len(image_shape) != 3 or min(image_shape) < 1 or image_shape[2] not in (1, 3):
       raise UserError(f"image shape {image_shape} must be H,W,C with C = 1 (grey) or 3 (RGB)")
-    model = models.build_model(model_config, mean, std)
+    model = models.build_model(model_config, mean, std, results.get("num_classes", 0))
     template = model.init(jax.random.key(0), np.zeros((1, *image_shape), np.uint8))
     try:
       params = flax.serialization.from_bytes(template, params_bytes)

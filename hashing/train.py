@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import copy
 import datetime
-import functools
 import json
 import os
 import time
-from collections.abc import Callable
 
 import flax.serialization
 import jax
@@ -31,10 +29,12 @@ from hashing import (
   losses,
   metrics,
   models,
+  objectives,
   optim,
   protocols,
   report,
   search,
+  two_stage,
 )
 from hashing import io as hio
 from hashing.errors import UserError
@@ -47,6 +47,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise UserError(f"config.train.batch_size={train.batch_size}: pairwise losses need >= 2.")
   if train.steps <= 0 and train.epochs <= 0:
     raise UserError("set config.train.epochs or config.train.steps to a positive number.")
+  losses.check_loss_config(config.loss)
   if config.augment.crop_padding < 0:
     raise UserError(f"config.augment.crop_padding={config.augment.crop_padding} must be >= 0.")
 
@@ -79,24 +80,23 @@ def pixel_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_train_step(
-  model: models.HashNet,
-  loss_fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray],
+  objective: objectives.Objective,
   optimizer: optax.GradientTransformation,
   augment_config: ml_collections.ConfigDict,
 ):
-  """Returns the jitted `step(params, opt_state, images, labels, key) -> (params, opt_state,
-  loss, grad_norm)`; images are uint8 `[batch, H, W, C]`, labels multi-hot `[batch, L]`."""
+  """Returns the jitted `step(params, opt_state, batch, key) -> (params, opt_state, loss,
+  grad_norm)`; `batch` is an `objectives.Batches` dict, its uint8 `images` `[..., H, W, C]`
+  (any leading axes: a batch or a triplet stack) augmented per image inside the step."""
 
   @jax.jit
-  def step(params, opt_state, images, labels, key):
-    images = augment.random_flip_and_crop(
-      key, images, flip=augment_config.flip, crop_padding=augment_config.crop_padding
+  def step(params, opt_state, batch, key):
+    images = batch["images"]
+    flat = images.reshape(-1, *images.shape[-3:])
+    flat = augment.random_flip_and_crop(
+      key, flat, flip=augment_config.flip, crop_padding=augment_config.crop_padding
     )
-
-    def objective(p):
-      return loss_fn(model.apply(p, images), labels)
-
-    loss, grads = jax.value_and_grad(objective)(params)
+    batch = {**batch, "images": flat.reshape(images.shape)}
+    loss, grads = jax.value_and_grad(objective.loss)(params, batch)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss, optax.tree.norm(grads)
 
@@ -182,25 +182,6 @@ def claim_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     ) from None
 
 
-@functools.lru_cache(maxsize=2)
-def _epoch_permutation(seed: int, epoch: int, num_images: int) -> np.ndarray:
-  return np.random.default_rng([seed, epoch]).permutation(num_images)
-
-
-def batch_indices(seed: int, step: int, num_images: int, batch_size: int) -> np.ndarray:
-  """Training-image indices `[batch_size]` of `step`: sampling without replacement per epoch.
-
-  A function of (seed, step) alone, so that a resumed run sees the same batches. Epoch
-  e = step // (num_images // batch_size) uses the permutation seeded by (seed, e); the last
-  incomplete batch of each epoch is dropped.
-  """
-  steps_per_epoch = num_images // batch_size
-  epoch, position = divmod(step, steps_per_epoch)
-  return _epoch_permutation(seed, epoch, num_images)[
-    position * batch_size : (position + 1) * batch_size
-  ]
-
-
 def _check_finite(window: list, first_step: int, checkpointer: checkpoint.Checkpointer) -> None:
   """Raises if a loss or gradient norm of the steps since `first_step` is NaN or infinite."""
   values = np.asarray(jax.device_get(window), dtype=np.float64)  # [steps, (loss, grad_norm)]
@@ -262,6 +243,28 @@ def reevaluate(workdir: str) -> dict:
   return evaluation
 
 
+def stage1_targets(
+  config: ml_collections.ConfigDict, labels: np.ndarray, workdir: str
+) -> tuple[np.ndarray, dict]:
+  """CNNH stage 1: codes `[n, bits]` in {-1, 1} of the training images, from their labels.
+
+  Computed once and saved in `workdir/stage1.npz` (codes, objective per sweep, seconds); a
+  resumed run reuses them, so stage 2 keeps fitting the same targets. Also returns what
+  results.json reports: stage-1 seconds and final objective / (bits * n)^2.
+  """
+  path = os.path.join(workdir, "stage1.npz")
+  if not os.path.exists(path):
+    start = time.perf_counter()
+    codes, history = two_stage.stage1_codes(
+      labels, config.model.bits, sweeps=config.stage1.sweeps, seed=config.seed
+    )
+    hio.write_npz(path, codes=codes, objective=history, seconds=time.perf_counter() - start)
+  with np.load(path) as saved:
+    codes, history, seconds = saved["codes"], saved["objective"], float(saved["seconds"])
+  scale = float(config.model.bits * len(labels)) ** 2  # f at H = 0
+  return codes, {"stage1_seconds": seconds, "stage1_objective": float(history[-1]) / scale}
+
+
 def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """One run: train `config.model.bits`-bit codes, evaluate the final model, write the workdir.
 
@@ -280,12 +283,17 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   bits = config.model.bits
   mean, std = pixel_statistics(train_images)
-  model = models.build_model(config.model, mean, std)
-  loss_fn = losses.loss_from_config(config.loss, bits)
-
-  num_train = train_images.shape[0]
-  batch_size = min(config.train.batch_size, num_train)
-  steps_per_epoch = num_train // batch_size
+  num_classes = objectives.num_class_outputs(config, train_labels.shape[1])
+  model = models.build_model(config.model, mean, std, num_classes)
+  multi_label = bool((train_labels.sum(axis=1) != 1).any())
+  objective = objectives.make_objective(config, model, multi_label)
+  targets, stage1 = None, {}
+  if objective.batch_kind == "targets":
+    targets, stage1 = stage1_targets(config, train_labels, workdir)
+  batches = objectives.Batches(
+    objective.batch_kind, train_images, train_labels, config.train.batch_size, config.seed, targets
+  )
+  steps_per_epoch = batches.steps_per_epoch
   total_steps = (
     config.train.steps if config.train.steps > 0 else config.train.epochs * steps_per_epoch
   )
@@ -295,7 +303,7 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
   init_key, augment_key = jax.random.split(jax.random.key(config.seed))
   params = model.init(init_key, jnp.asarray(train_images[:1]))
   state = {"params": params, "opt_state": optimizer.init(params)}
-  step_fn = make_train_step(model, loss_fn, optimizer, config.augment)
+  step_fn = make_train_step(objective, optimizer, config.augment)
 
   checkpointer = checkpoint.Checkpointer(workdir)
   start_step = checkpointer.latest_step() or 0
@@ -317,13 +325,8 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mininterval=1,
   )
   for step in range(start_step, total_steps):
-    batch = batch_indices(config.seed, step, num_train, batch_size)
     state["params"], state["opt_state"], loss, grad_norm = step_fn(
-      state["params"],
-      state["opt_state"],
-      train_images[batch],
-      train_labels[batch],
-      jax.random.fold_in(augment_key, step),
+      state["params"], state["opt_state"], batches(step), jax.random.fold_in(augment_key, step)
     )
     window.append((loss, grad_norm))
     done = step + 1
@@ -343,7 +346,7 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "loss": mean_loss,
         "grad_norm": float(grad_norm),
         "learning_rate": float(schedule(step)),
-        "images_per_sec": len(window) * batch_size / (now - window_start),
+        "images_per_sec": len(window) * batches.images_per_step / (now - window_start),
         "seconds": now - start,
       }
       hio.append_jsonl(metrics_path, record)
@@ -373,6 +376,8 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
     "train_seconds": train_seconds,
     "eval_seconds": time.perf_counter() - eval_start,
     "num_train": int(split.train.size),
+    "num_classes": num_classes,  # size of the class-label output (CNNH+), 0 if none
+    **stage1,
     "image_shape": list(train_images.shape[1:]),  # [H, W, C] the model expects
     "pixel_mean": mean.tolist(),
     "pixel_std": std.tolist(),

@@ -1,10 +1,12 @@
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from hashing import losses
+from hashing.errors import UserError
 
 
 def dsh_loss_reference(codes, labels, margin, alpha):
@@ -73,3 +75,74 @@ def test_squared_distances_and_similarity():
   np.testing.assert_allclose(d, ref, rtol=1e-4, atol=1e-4)
   s = losses.similarity(labels)
   np.testing.assert_array_equal(s, (labels.astype(int) @ labels.T.astype(int) > 0).astype(float))
+
+
+def triplet_reference(codes, labels, margin, mining):
+  """Plain loops over every (anchor, positive, negative) of the batch, per the docstring."""
+  codes, labels = np.asarray(codes, np.float64), np.asarray(labels)
+  n = len(codes)
+  d = lambda i, j: float(((codes[i] - codes[j]) ** 2).sum())
+  shares = lambda i, j: bool((labels[i] * labels[j]).sum() > 0)
+  hinge = lambda a, p, neg: max(0.0, margin + d(a, p) - d(a, neg))
+  terms = []
+  for a in range(n):
+    pos = [p for p in range(n) if p != a and shares(a, p)]
+    neg = [k for k in range(n) if not shares(a, k)]
+    if not pos or not neg:
+      continue
+    if mining == "all":
+      terms += [hinge(a, p, k) for p in pos for k in neg]
+    elif mining == "hard":
+      terms.append(hinge(a, max(pos, key=lambda p: d(a, p)), min(neg, key=lambda k: d(a, k))))
+    else:  # semihard
+      for p in pos:
+        farther = [k for k in neg if d(a, k) > d(a, p)]
+        k = min(farther, key=lambda k: d(a, k)) if farther else max(neg, key=lambda k: d(a, k))
+        terms.append(hinge(a, p, k))
+  return float(np.mean(terms)) if terms else 0.0
+
+
+def test_triplet_loss_matches_reference():
+  rng = np.random.default_rng(0)
+  a, p, n = rng.random((3, 10, 12)).astype(np.float32)
+  for margin in (0.0, 1.0, 4.0):
+    expected = np.mean(
+      [
+        max(0.0, margin - (((a[t] - n[t]) ** 2).sum() - ((a[t] - p[t]) ** 2).sum()))
+        for t in range(10)
+      ]
+    )
+    np.testing.assert_allclose(losses.triplet_loss(a, p, n, margin=margin), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mining", losses.MINING)
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_batch_triplet_loss_matches_reference(mining, multi_label):
+  for seed in range(3):
+    codes, labels = random_batch(seed, batch=10, bits=6, multi_label=multi_label)
+    for margin in (0.5, 4.0):
+      got = losses.batch_triplet_loss(codes, labels, margin=margin, mining=mining)
+      want = triplet_reference(codes, labels, margin, mining)
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mining", losses.MINING)
+def test_batch_triplet_loss_jit_finite_gradients_and_no_triplet_case(mining):
+  codes, labels = random_batch(7, multi_label=True)
+  fn = lambda c, y: losses.batch_triplet_loss(c, y, margin=2.0, mining=mining)
+  chex.assert_trees_all_close(jax.jit(fn)(codes, labels), fn(codes, labels), rtol=1e-6)
+  assert np.all(np.isfinite(jax.grad(fn)(codes, labels)))
+  one_class = np.ones((len(codes), 1), np.uint8)  # no negatives anywhere: no triplet
+  assert float(fn(codes, one_class)) == 0.0
+  assert np.all(np.isfinite(jax.grad(fn)(codes, one_class)))
+
+
+def test_unknown_mining_and_negative_margin_are_user_errors():
+  codes, labels = random_batch(0)
+  with pytest.raises(UserError, match="mining"):
+    losses.batch_triplet_loss(codes, labels, margin=1.0, mining="hardest")
+  config = ml_collections.ConfigDict({"name": "triplet", "margin": -1.0})
+  with pytest.raises(UserError, match="margin"):
+    losses.check_loss_config(config)
+  with pytest.raises(UserError, match="name"):
+    losses.check_loss_config(ml_collections.ConfigDict({"name": "contrastive"}))

@@ -1,5 +1,6 @@
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import load_config
@@ -66,3 +67,73 @@ def test_bad_model_config_is_a_user_error(field, value, message):
   config.model[field] = value
   with pytest.raises(UserError, match=message):
     models.build_model(config.model)
+
+
+def nin_narrow_param_count(channels, bits, per_bit):
+  w0, w1, w2, w3 = models.NIN_WIDTHS["nin-narrow"]
+  conv = lambda k, cin, cout: k * k * cin * cout + cout
+  features = per_bit * bits
+  backbone = (
+    conv(5, channels, w0) + conv(1, w0, w0) + conv(5, w0, w1) + conv(1, w1, w1)
+    + conv(1, w1, w2) + conv(1, w2, w2) + conv(3, w2, w3) + conv(1, w3, features)
+  )  # fmt: skip
+  return backbone + features + bits  # divide-and-encode: one weight per feature, one bias per bit
+
+
+@pytest.mark.parametrize("shape, bits", [((28, 28, 1), 12), ((32, 32, 3), 48)])
+def test_nin_divide_and_encode_parameter_count_and_output(shape, bits):
+  config = load_config("dnnh", f"bits={bits}")
+  model = models.build_model(config.model)
+  images = np.random.default_rng(0).integers(0, 256, (4, *shape), dtype=np.uint8)
+  params = model.init(jax.random.key(0), images)
+  assert count_params(params) == nin_narrow_param_count(shape[-1], bits, 16)
+  codes = model.apply(params, images)
+  chex.assert_shape(codes, (4, bits))
+  assert codes.min() >= 0 and codes.max() <= 1  # sigmoid output
+
+
+def test_divide_and_encode_bit_depends_only_on_its_slice():
+  head = models.DivideAndEncodeHead(bits=4)
+  features = np.random.default_rng(0).normal(size=(1, 12)).astype(np.float32)
+  params = head.init(jax.random.key(0), features)
+  jacobian = jax.jacobian(lambda f: head.apply(params, f)[0])(features)[:, 0, :]  # [4, 12]
+  block = np.kron(np.eye(4), np.ones((1, 3))).astype(bool)  # bit k <-> features 3k..3k+2
+  assert np.all(jacobian[~block] == 0) and np.all(jacobian[block] != 0)
+
+
+def test_divide_and_encode_width_that_does_not_divide_is_a_user_error():
+  config = load_config("dnnh", "bits=12,backbone=dsh")
+  config.model.features_per_bit = 0  # the DSH net's own 500 features: 500 / 12 slices
+  with pytest.raises(UserError, match="does not divide"):
+    models.build_model(config.model)
+  config.model.features_per_bit = 10
+  models.build_model(config.model)  # 120 features: fine
+
+
+@pytest.mark.parametrize("mode", models.TRIPLET_APPLY)
+def test_triplet_apply_modes_equal_three_separate_applies(mode):
+  config = load_config("dnnh", "bits=8")
+  model = models.build_model(config.model, [120.0], [60.0])
+  images = np.random.default_rng(3).integers(0, 256, (3, 5, 16, 16, 1), dtype=np.uint8)
+  params = model.init(jax.random.key(0), images[0])
+  expected = np.stack([model.apply(params, images[i]) for i in range(3)])
+  apply = jax.jit(lambda p, x: models.apply_triplets(model, p, x, mode=mode))
+  chex.assert_trees_all_close(apply(params, images), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_piecewise_threshold_values_gradient_and_use_in_training_only():
+  s = jnp.array([0.1, 0.45, 0.5, 0.55, 0.9])
+  np.testing.assert_allclose(models.piecewise_threshold(s, 0.1), [0.0, 0.45, 0.5, 0.55, 1.0])
+  grad = jax.grad(lambda x: models.piecewise_threshold(x, 0.1).sum())(s)
+  np.testing.assert_array_equal(grad, [0, 1, 1, 1, 0])
+  config = load_config("dnnh", "bits=8")
+  config.model.quantize_eps = 0.2
+  model = models.build_model(config.model, [120.0], [60.0])
+  images = np.random.default_rng(4).integers(0, 256, (6, 16, 16, 1), dtype=np.uint8)
+  params = model.init(jax.random.key(0), images)
+  test_codes = model.apply(params, images)
+  np.testing.assert_allclose(
+    model.apply(params, images, train=True), models.piecewise_threshold(test_codes, 0.2)
+  )
+  # encode centres on the 0.5 threshold: a bit is set where the encoded value is > 0.
+  np.testing.assert_allclose(models.encode(model, params, images, 4), test_codes - 0.5, atol=1e-6)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import CIFAR10_DIR, ROOT, load_config, needs_cifar10
 
-from hashing import losses, metrics, models, optim, train
+from hashing import metrics, models, objectives, optim, train
 from hashing.errors import UserError
 
 
@@ -95,12 +95,11 @@ def test_train_step_compiles_once_and_lowers_the_loss():
   params = model.init(jax.random.key(0), images)
   state = optimizer.init(params)
   config.augment.crop_padding, config.augment.flip = 0, False
-  step = train.make_train_step(
-    model, losses.loss_from_config(config.loss, 8), optimizer, config.augment
-  )
+  step = train.make_train_step(objectives.make_objective(config, model), optimizer, config.augment)
   first = None
+  batch = {"images": images, "labels": labels}
   for i in range(10):
-    params, state, loss, _ = step(params, state, images, labels, jax.random.key(i))
+    params, state, loss, _ = step(params, state, batch, jax.random.key(i))
     first = float(loss) if first is None else first
   assert step._cache_size() == 1
   assert float(loss) < first
@@ -185,14 +184,6 @@ def test_cifar10_smoke_run(tmp_path, monkeypatch):
   assert results["pixel_mean"][0] == pytest.approx(
     125.3, abs=8
   )  # CIFAR-10 red-channel mean (300 train images)
-
-
-def test_batch_indices_cover_each_image_once_per_epoch_and_depend_on_seed_and_step_only():
-  epoch = [train.batch_indices(7, step, 100, 30) for step in range(3)]  # 3 batches of 30
-  assert len(np.unique(np.concatenate(epoch))) == 90
-  np.testing.assert_array_equal(train.batch_indices(7, 1, 100, 30), epoch[1])
-  assert not np.array_equal(train.batch_indices(7, 3, 100, 30), epoch[0])  # next epoch reshuffled
-  assert not np.array_equal(train.batch_indices(8, 0, 100, 30), epoch[0])
 
 
 def test_reevaluate_a_finished_run_gives_its_numbers(smoke_run):

@@ -1,0 +1,45 @@
+"""CNNH and CNNH+: two-stage hashing (Xia et al., AAAI 2014) on the DSH network.
+
+Stage 1 computes codes H of the training images from their label similarity (coordinate
+descent on ||qS - HH^T||_F^2, saved as stage1.npz in the workdir); stage 2 trains the network to
+regress H; CNNH+ also trains a class-label output. Run (embedded Fashion-MNIST, 12/24/32/48 bits):
+  python launch.py --config=configs/cnnh.py --workdir=runs/cnnh
+  python launch.py --config=configs/cnnh.py:cnnh+ --workdir=runs/cnnh-plus
+  python launch.py --config=configs/cnnh.py:cnnh+,data=cifar10-dnnh --workdir=runs/cnnh-plus-c10
+Arguments: cnnh (default) or cnnh+, bits=<q>[/<q>...],
+data=embedded|fashion-mnist|cifar10-dnnh|cifar10-dsh, database=rest|train|query,
+backbone=dsh|nin-narrow|nin, smoke. Any field: --config.stage1.sweeps=5.
+"""
+
+from hashing import config_args
+
+
+def get_config(arg=None):
+  args = config_args.parse_arg(
+    arg,
+    {
+      "cnnh": False,
+      "cnnh+": False,
+      "bits": (12, 24, 32, 48),
+      "data": "embedded",
+      "database": "",
+      "backbone": "dsh",
+      "smoke": False,
+    },
+  )
+  if args["cnnh"] and args["cnnh+"]:
+    raise config_args.UserError("give either cnnh or cnnh+, not both.")
+  c = config_args.base_config("cnnh+" if args["cnnh+"] else "cnnh", args)
+  c.model.backbone = args["backbone"]
+  c.model.output = "tanh"  # fits the +-1 targets of stage 1
+  c.stage1 = config_args.ml_collections.ConfigDict()
+  c.stage1.sweeps = 6  # passes over every entry of H (CIFAR-10 labels: converged after 5)
+  c.loss = config_args.ml_collections.ConfigDict()
+  c.loss.name = "cnnh"
+  c.loss.class_weight = 1.0 if args["cnnh+"] else 0.0  # > 0: CNNH+ class-label output
+  c.train.epochs = {"embedded": 12, "fashion-mnist": 100, "cifar10-dnnh": 300, "cifar10-dsh": 60}[
+    args["data"]
+  ]
+  if args["smoke"]:
+    config_args.apply_smoke(c)
+  return c

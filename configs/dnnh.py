@@ -1,0 +1,49 @@
+"""DNNH: triplet ranking hashing (Lai et al., CVPR 2015) with shared weights over triplets.
+
+Run (embedded Fashion-MNIST, 12/24/32/48 bits, narrow network-in-network, 2-core CPU):
+  python launch.py --config=configs/dnnh.py --workdir=runs/dnnh
+The paper's setting on CIFAR-10 (full NIN: wants a GPU), and the variants:
+  python launch.py --config=configs/dnnh.py:data=cifar10-dnnh,backbone=nin --workdir=runs/dnnh-c10
+  python launch.py --config=configs/dnnh.py:data=cifar10-dnnh,sampling=hard,head=fc --workdir=...
+Arguments: bits=<q>[/<q>...], data=embedded|fashion-mnist|cifar10-dnnh|cifar10-dsh,
+backbone=nin|nin-narrow|dsh, head=dae|fc, sampling=random|all|hard|semihard (random: explicit
+triplets through vmap; the others mine triplets inside each batch), smoke. Any field:
+--config.loss.margin=2.
+"""
+
+from hashing import config_args
+
+# Feature width per bit for divide-and-encode: the paper's 50 on the full NIN; fewer on the
+# narrow net (its last layer would otherwise dominate the cost) and on the DSH net.
+FEATURES_PER_BIT = {"nin": 50, "nin-narrow": 16, "dsh": 16}
+
+
+def get_config(arg=None):
+  args = config_args.parse_arg(
+    arg,
+    {
+      "bits": (12, 24, 32, 48),
+      "data": "embedded",
+      "database": "",
+      "backbone": "nin-narrow",
+      "head": "dae",
+      "sampling": "random",
+      "smoke": False,
+    },
+  )
+  c = config_args.base_config("dnnh", args)
+  c.model.backbone = args["backbone"]
+  c.model.head = args["head"]
+  c.model.output = "sigmoid"  # the paper: codes in [0, 1], binarised at 0.5
+  c.model.features_per_bit = FEATURES_PER_BIT.get(args["backbone"], 16)
+  c.model.quantize_eps = 0.0  # > 0: piecewise threshold in training (the paper's quantizer)
+  c.loss = config_args.ml_collections.ConfigDict()
+  c.loss.name = "triplet"
+  c.loss.margin = 1.0  # the paper's margin on sigmoid outputs
+  c.loss.sampling = args["sampling"]  # random | all | hard | semihard
+  c.train.epochs = {"embedded": 12, "fashion-mnist": 100, "cifar10-dnnh": 300, "cifar10-dsh": 60}[
+    args["data"]
+  ]
+  if args["smoke"]:
+    config_args.apply_smoke(c)
+  return c

@@ -1,0 +1,143 @@
+"""What one train step minimises, per method: the batches it needs and its loss of the parameters.
+
+  dsh                       labeled batch, DSH pairwise loss over all pairs of the batch
+  triplet, sampling=random  explicit triplets `[3, B, ...]`, shared weights (`apply_triplets`)
+  triplet, sampling=all | hard | semihard
+                            labeled batch embedded once, triplets mined inside it
+  cnnh                      labeled batch with stage-1 `targets`, regression onto them, plus
+                            (CNNH+, class_weight > 0) a class-label output
+
+A batch is a dict of arrays: "labeled" batches hold `images` `[B, H, W, C]` and `labels`
+`[B, L]`; "triplets" batches hold `images` `[3, B, H, W, C]` (anchor, positive, negative);
+"targets" batches hold `images`, `labels` and `targets` `[B, bits]` in {-1, 1}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from hashing import losses, models, sampling
+from hashing.errors import UserError
+
+SAMPLING = ("random", *losses.MINING)
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """`loss(params, batch) -> scalar` and the kind of batch ("labeled" or "triplets") it takes."""
+
+  batch_kind: str
+  loss: Callable[..., jnp.ndarray]
+
+
+def num_class_outputs(config: ml_collections.ConfigDict, num_labels: int) -> int:
+  """Size of the model's class-label output: `num_labels` for CNNH+, else 0 (none)."""
+  loss = config.loss
+  return num_labels if loss.name == "cnnh" and loss.get("class_weight", 0) > 0 else 0
+
+
+def make_objective(
+  config: ml_collections.ConfigDict, model: models.HashNet, multi_label: bool = False
+) -> Objective:
+  """The objective of `config.loss` for `model` (checks the loss fields first).
+
+  `multi_label`: whether the training labels are multi-label (CNNH+'s class loss depends on it).
+  """
+  cfg = config.loss
+  losses.check_loss_config(cfg)
+  bits = config.model.bits
+
+  def codes_of(params, images):
+    return model.apply(params, images, train=True)
+
+  if cfg.name == "dsh":
+    margin = 2.0 * bits if cfg.margin is None else cfg.margin  # the paper's m = 2q
+
+    def pairwise(params, batch):
+      codes = codes_of(params, batch["images"])
+      return losses.dsh_loss(codes, batch["labels"], margin=margin, alpha=cfg.alpha)
+
+    return Objective("labeled", pairwise)
+
+  if cfg.name == "cnnh":
+
+    def regression(params, batch):
+      if not model.num_classes:
+        return losses.code_regression_loss(codes_of(params, batch["images"]), batch["targets"])
+      codes, logits = model.apply(params, batch["images"], train=True, with_logits=True)
+      class_loss = losses.classification_loss(logits, batch["labels"], multi_label=multi_label)
+      return losses.code_regression_loss(codes, batch["targets"]) + cfg.class_weight * class_loss
+
+    return Objective("targets", regression)
+
+  # triplet
+  if cfg.sampling not in SAMPLING:
+    raise UserError(
+      f"config.loss.sampling={cfg.sampling!r} is unknown; choose one of {list(SAMPLING)}."
+    )
+  if cfg.sampling == "random":
+    mode = config.train.triplet_apply
+    if mode not in models.TRIPLET_APPLY:
+      raise UserError(
+        f"config.train.triplet_apply={mode!r} is unknown; choose one of "
+        f"{list(models.TRIPLET_APPLY)}."
+      )
+
+    def explicit(params, batch):
+      codes = models.apply_triplets(model, params, batch["images"], mode=mode, train=True)
+      return losses.triplet_loss(codes[0], codes[1], codes[2], margin=cfg.margin)
+
+    return Objective("triplets", explicit)
+
+  def in_batch(params, batch):
+    codes = codes_of(params, batch["images"])
+    return losses.batch_triplet_loss(codes, batch["labels"], margin=cfg.margin, mining=cfg.sampling)
+
+  return Objective("labeled", in_batch)
+
+
+class Batches:
+  """The training batches of an objective: `batches(step)` -> dict of numpy arrays.
+
+  Args:
+    batch_kind: `Objective.batch_kind`.
+    images: uint8 `[N, H, W, C]`; labels: multi-hot `[N, L]` (the training split).
+    batch_size: images per batch (labeled) or triplets per batch (triplets), at most one epoch.
+    seed: the run's seed; batches depend on (seed, step) only.
+    targets: `[N, bits]` stage-1 codes ("targets" batches only).
+  """
+
+  def __init__(
+    self,
+    batch_kind: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    seed: int,
+    targets: np.ndarray | None = None,
+  ):
+    if (batch_kind == "targets") != (targets is not None):
+      raise ValueError("targets are given exactly for the 'targets' batch kind")
+    self._images, self._labels, self._seed, self._targets = images, labels, seed, targets
+    self._triplets = sampling.TripletSampler(labels, seed) if batch_kind == "triplets" else None
+    # One epoch = one pass over the images (over the usable anchors, for triplets).
+    epoch_size = images.shape[0] if self._triplets is None else self._triplets.anchors.size
+    self.batch_size = min(batch_size, epoch_size)
+    self.steps_per_epoch = epoch_size // self.batch_size
+    # Images the network sees per step (for images/s).
+    self.images_per_step = self.batch_size * (3 if self._triplets is not None else 1)
+
+  def __call__(self, step: int) -> dict[str, np.ndarray]:
+    if self._triplets is not None:
+      triplets = self._triplets(step, self.batch_size)  # [B, 3]
+      return {"images": self._images[triplets.T]}  # [3, B, H, W, C]
+    batch = sampling.batch_indices(self._seed, step, self._images.shape[0], self.batch_size)
+    arrays = {"images": self._images[batch], "labels": self._labels[batch]}
+    if self._targets is not None:
+      arrays["targets"] = self._targets[batch]
+    return arrays

@@ -1,0 +1,94 @@
+"""Objectives of the real configs: triplet batches, shared-weight losses, DNNH end to end."""
+
+import chex
+import jax
+import numpy as np
+import pytest
+from conftest import load_config
+
+from hashing import data, models, objectives, optim, train
+from hashing.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def embedded():
+  splits = data.load_source("embedded")
+  pooled = data.pool(splits)
+  return pooled.images[:300], pooled.labels[:300]
+
+
+def test_triplet_batches_stack_anchor_positive_negative(embedded):
+  images, labels = embedded
+  batches = objectives.Batches("triplets", images, labels, batch_size=16, seed=0)
+  batch = batches(3)
+  chex.assert_shape(batch["images"], (3, 16, *images.shape[1:]))
+  assert batches.images_per_step == 48 and batches.steps_per_epoch == 300 // 16
+  # Each (anchor, positive) pair shows images of one class, each negative another class.
+  triplets = objectives.sampling.TripletSampler(labels, 0)(3, 16)
+  np.testing.assert_array_equal(batch["images"], images[triplets.T])
+  assert np.all(labels[triplets[:, 0]].argmax(1) == labels[triplets[:, 1]].argmax(1))
+  assert np.all(labels[triplets[:, 0]].argmax(1) != labels[triplets[:, 2]].argmax(1))
+
+
+def test_explicit_triplet_loss_and_gradients_same_for_every_apply_mode(embedded):
+  images, labels = embedded
+  config = load_config("dnnh", "bits=12,smoke")
+  model = models.build_model(config.model, [72.0], [89.0])
+  batch = objectives.Batches("triplets", images, labels, batch_size=8, seed=0)(0)
+  params = model.init(jax.random.key(0), images[:1])
+  results = []
+  for mode in models.TRIPLET_APPLY:
+    config.train.triplet_apply = mode
+    objective = objectives.make_objective(config, model)
+    assert objective.batch_kind == "triplets"
+    results.append(jax.jit(jax.value_and_grad(objective.loss))(params, batch))
+  for other in results[1:]:
+    chex.assert_trees_all_close(other, results[0], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("sampling", objectives.SAMPLING)
+def test_dnnh_step_compiles_once_and_lowers_the_loss(embedded, sampling):
+  images, labels = embedded
+  config = load_config("dnnh", f"bits=12,smoke,sampling={sampling}")
+  config.augment.flip, config.augment.crop_padding = False, 0
+  model = models.build_model(config.model, [72.0], [89.0])
+  objective = objectives.make_objective(config, model)
+  batch = objectives.Batches(objective.batch_kind, images, labels, 32, seed=0)(0)
+  optimizer = optim.make_optimizer(config.train, 10)
+  params = model.init(jax.random.key(0), images[:1])
+  state = optimizer.init(params)
+  step = train.make_train_step(objective, optimizer, config.augment)
+  losses = []
+  for i in range(10):
+    params, state, loss, _ = step(params, state, batch, jax.random.key(i))
+    losses.append(float(loss))
+  assert step._cache_size() == 1
+  assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("sampling", ["random", "semihard"])
+def test_dnnh_smoke_run_end_to_end(tmp_path, sampling):
+  config = load_config("dnnh", f"bits=16,smoke,sampling={sampling}")
+  [results] = train.train_and_evaluate(config, str(tmp_path))
+  assert (results["method"], results["bits"], results["steps"]) == ("dnnh", 16, 20)
+  codes = np.load(tmp_path / "codes.npz")
+  assert codes["query_codes"].shape == (100, 2)
+  assert 0.0 < results["map"] <= 1.0
+  # Codes were binarised at the sigmoid's 0.5, not at 0 (which would set every bit).
+  assert 0 < np.unpackbits(codes["database_codes"]).mean() < 1
+
+
+@pytest.mark.parametrize(
+  "field, value, message",
+  [
+    ("loss.sampling", "hardest", "sampling"),
+    ("train.triplet_apply", "pmap", "triplet_apply"),
+    ("loss.name", "contrastive", "loss.name"),
+  ],
+)
+def test_bad_triplet_settings_are_user_errors(field, value, message):
+  config = load_config("dnnh", "bits=8,smoke")
+  section, key = field.split(".")
+  config[section][key] = value
+  with pytest.raises(UserError, match=message):
+    objectives.make_objective(config, models.build_model(config.model))
