@@ -2,20 +2,26 @@
 
 `--config=configs/<name>.py[:arguments]` picks and parameterises the config (see its
 docstring); `--config.x.y=value` overrides any field. Results go to `--workdir`.
+A config that defines `get_sweep()` trains each run of its sweep into a sub-workdir
+(`--processes=N`: N runs at once). `--report` rebuilds tables and plots of a finished workdir
+without training.
 A user mistake (bad flag, unknown config key, missing data) ends with one `error:` line and
 exit status 2, without a traceback.
 """
 
+import os
 import sys
 
 from absl import flags
 from ml_collections import config_flags
 
-from hashing import report, train
+from hashing import report, sweeps, train
 from hashing.errors import UserError
 
 config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arguments]", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for config, metrics, results, plots, codes.")
+flags.DEFINE_integer("processes", 1, "Sweeps: number of runs trained at once (processes).")
+flags.DEFINE_bool("report", False, "Only rebuild tables and plots of --workdir from its results.")
 
 
 def fail(message: str) -> None:
@@ -35,12 +41,26 @@ def main(argv: list[str]) -> None:
     fail(f"{e}; see the config's docstring and `python launch.py --help`.")
   if config is None or not flags.FLAGS.workdir:
     fail("both --config=configs/<name>.py[:arguments] and --workdir=<dir> are required.")
+  workdir, keys = flags.FLAGS.workdir, ()
   try:
-    results = train.train_and_evaluate(config, flags.FLAGS.workdir)
+    path, arg = sweeps.split_config_spec(config_flags.get_config_filename(flags.FLAGS["config"]))
+    get_sweep = getattr(sweeps.load_config_module(path), "get_sweep", None)
+    if flags.FLAGS.report:
+      results = sweeps.report_workdir(workdir)
+    elif get_sweep is not None:
+      sweep = get_sweep(arg)
+      results = sweeps.run_sweep(
+        config, sweep, workdir, config_dir=os.path.dirname(path), processes=flags.FLAGS.processes
+      )
+    else:
+      results = train.train_and_evaluate(config, workdir)
+    keys = sweeps.swept_fields([r.get("overrides", {}) for r in results])
   except UserError as e:
     fail(str(e))
-  print(report.results_table(results))
-  print(f"results, plots and codes in {flags.FLAGS.workdir}")
+  print(report.results_table(results, keys))
+  if keys:  # a sweep: also the papers' layout, mean ± std over seeds
+    print(report.paper_table(results))
+  print(f"results, plots and codes in {workdir}")
 
 
 if __name__ == "__main__":

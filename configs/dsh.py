@@ -8,7 +8,8 @@ Other data and bit lengths (CIFAR-10 shards under $HASHING_DATA_DIR/cifar10):
     --workdir=runs/dsh-c10dsh
   python launch.py --config=configs/dsh.py:data=cifar10-dsh,database=query --workdir=...
 Arguments: bits=<q>[/<q>...], data=embedded|fashion-mnist|cifar10-dnnh|cifar10-dsh,
-database=rest|train|query, smoke (tiny run for tests). Any field: --config.train.epochs=50.
+database=rest|train|query, backbone=dsh|nin-narrow|nin, smoke (tiny run for tests).
+Any field: --config.train.epochs=50.
 """
 
 from hashing import config_args
@@ -16,9 +17,17 @@ from hashing import config_args
 
 def get_config(arg=None):
   args = config_args.parse_arg(
-    arg, {"bits": (12, 24, 32, 48), "data": "embedded", "database": "", "smoke": False}
+    arg,
+    {
+      "bits": (12, 24, 32, 48),
+      "data": "embedded",
+      "database": "",
+      "backbone": "dsh",
+      "smoke": False,
+    },
   )
   c = config_args.base_config("dsh", args)
+  c.model.backbone = args["backbone"]
   c.loss = config_args.ml_collections.ConfigDict()
   c.loss.name = "dsh"
   c.loss.margin = config_args.config_dict.placeholder(float)  # None: 2 * bits (the paper)

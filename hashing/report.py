@@ -6,20 +6,79 @@ import io
 import os
 from collections.abc import Sequence
 
+import numpy as np
+
 from hashing import io as hio
 
 
-def results_table(results: Sequence[dict]) -> str:
-  """One markdown row per run: method, protocol, bits, mAP, mAP@k, P(r<=2), train time."""
+def method_label(result: dict) -> str:
+  """A run's method as tables show it: a baseline on a trained model's features is
+  `<method>-features`, so it stays apart from the same method on pixels."""
+  features = result.get("features", "pixels")
+  return result["method"] if features == "pixels" else f"{result['method']}-features"
+
+
+def results_table(results: Sequence[dict], keys: Sequence[str] = ()) -> str:
+  """One markdown row per run: method, protocol, bits, the swept `keys` (values from each
+  result's `overrides`), mAP, mAP@k, P(r<=2), train time."""
   map_at_keys = sorted({k for r in results for k in r.get("map_at", {})}, key=int)
-  header = ["method", "protocol", "bits", "mAP"] + [f"mAP@{k}" for k in map_at_keys]
+  header = ["method", "protocol", "bits", *keys, "mAP"] + [f"mAP@{k}" for k in map_at_keys]
   header += ["P(r<=2)", "train s"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for r in results:
-    row = [r["method"], r["protocol"], str(r["bits"]), f"{r['map']:.4f}"]
+    row = [method_label(r), r["protocol"], str(r["bits"])]
+    row += [str(r.get("overrides", {}).get(k, "")) for k in keys]
+    row += [f"{r['map']:.4f}"]
     row += [f"{r['map_at'][k]:.4f}" if k in r.get("map_at", {}) else "" for k in map_at_keys]
     row += [f"{r['precision_radius2']:.4f}", f"{r['train_seconds']:.0f}"]
     lines.append("| " + " | ".join(row) + " |")
+  return "\n".join(lines) + "\n"
+
+
+# Published mAP (whole database) by protocol -> method -> bits:
+# CNNH, CNNH+, DNNH, KSH, ITQ, LSH as quoted in the DNNH paper; DSH from the DSH paper.
+PUBLISHED = {
+  "cifar10-dnnh": {
+    "CNNH": {12: 0.439, 24: 0.511, 32: 0.509, 48: 0.522},
+    "CNNH+": {12: 0.465, 24: 0.521, 32: 0.521, 48: 0.532},
+    "DNNH": {12: 0.552, 24: 0.566, 32: 0.558, 48: 0.581},
+    "KSH": {12: 0.303, 24: 0.337, 32: 0.346, 48: 0.356},
+    "ITQ": {12: 0.162, 24: 0.169, 32: 0.172, 48: 0.175},
+    "LSH": {12: 0.121, 24: 0.126, 32: 0.120, 48: 0.120},
+  },
+  "cifar10-dsh": {"DSH": {12: 0.6157, 24: 0.6512, 36: 0.6607, 48: 0.6755}},
+}
+
+
+def paper_table(results: Sequence[dict]) -> str:
+  """The papers' layout: one row per method, one column per bit length, whole-database mAP as
+  mean ± std over the runs of that cell (seeds), then the published rows of the same protocol
+  (marked "published")."""
+  bits = sorted({r["bits"] for r in results})
+  protocols = sorted({r["protocol"] for r in results})
+  cells: dict = {}
+  for r in results:
+    cells.setdefault(method_label(r), {}).setdefault(r["bits"], []).append(r["map"])
+  lines = [
+    f"mAP over the whole database, {', '.join(protocols)}; ours: mean ± std over seeds (n)",
+    "",
+    "| method | " + " | ".join(f"{b} bits" for b in bits) + " |",
+    "|---|" + "---|" * len(bits),
+  ]
+  for method, by_bits in cells.items():
+    row = []
+    for b in bits:
+      values = np.array(by_bits.get(b, []))
+      if not values.size:
+        row.append("")
+        continue
+      spread = f" ± {values.std(ddof=1):.3f}" if values.size > 1 else ""
+      row.append(f"{values.mean():.3f}{spread} ({values.size})")
+    lines.append(f"| {method} (ours) | " + " | ".join(row) + " |")
+  published = PUBLISHED.get(protocols[0], {}) if len(protocols) == 1 else {}
+  for method, by_bits in published.items():
+    row = [f"{by_bits[b]:.3f}" if b in by_bits else "" for b in bits]
+    lines.append(f"| {method} (published) | " + " | ".join(row) + " |")
   return "\n".join(lines) + "\n"
 
 
@@ -35,29 +94,102 @@ def _save_figure(fig, path: str) -> None:
   hio.write_bytes(path, buffer.getvalue())
 
 
-def write_plots(workdir: str, results: Sequence[dict]) -> list[str]:
-  """Writes `pr_curve.png` (Hamming-radius precision-recall) and `precision_at_k.png`."""
-  import matplotlib
+def _label(result: dict, keys: Sequence[str]) -> str:
+  overrides = result.get("overrides", {})
+  swept = ", ".join(f"{k}={overrides[k]}" for k in keys if k in overrides)
+  return f"{method_label(result)} {result['bits']} bits" + (f" ({swept})" if swept else "")
 
-  matplotlib.use("Agg")  # files only, no display
-  import matplotlib.pyplot as plt
 
+def write_plots(
+  workdir: str, results: Sequence[dict], suffix: str = "", label_keys: Sequence[str] = ()
+) -> list[str]:
+  """Writes `pr_curve<suffix>.png` (Hamming-radius precision-recall) and
+  `precision_at_k<suffix>.png`, one curve per result, labelled with its swept `label_keys`."""
+  plt = _pyplot()
   paths = []
   for name, x_key, y_key, xlabel, ylabel, title in (
-    ("pr_curve.png", "recall", "precision", "recall", "precision", "PR curve over Hamming radius"),
-    ("precision_at_k.png", "k", "precision", "retrieved images k", "precision@k", "precision@k"),
+    ("pr_curve", "recall", "precision", "recall", "precision", "PR curve over Hamming radius"),
+    ("precision_at_k", "k", "precision", "retrieved images k", "precision@k", "precision@k"),
   ):
     fig, ax = plt.subplots(figsize=(5, 4))
     for r in results:
-      curve = r["pr_curve"] if name == "pr_curve.png" else r["precision_at_k"]
-      ax.plot(curve[x_key], curve[y_key], marker=".", label=f"{r['method']} {r['bits']} bits")
+      curve = r[name]
+      ax.plot(curve[x_key], curve[y_key], marker=".", label=_label(r, label_keys))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(f"{results[0]['protocol']}: {title}")
     ax.grid(alpha=0.3)
     ax.legend()
-    path = os.path.join(workdir, name)
+    path = os.path.join(workdir, f"{name}{suffix}.png")
     _save_figure(fig, path)
     plt.close(fig)
     paths.append(path)
   return paths
+
+
+def _pyplot():
+  import matplotlib
+
+  matplotlib.use("Agg")  # files only, no display
+  import matplotlib.pyplot as plt
+
+  return plt
+
+
+def write_output_histogram(path: str, values: dict[str, np.ndarray], title: str) -> None:
+  """One histogram per method of its real-valued outputs minus the binarisation threshold
+  (`values`: label -> `[n, q]`), the picture of how close to binary each loss drives them."""
+  plt = _pyplot()
+  fig, axes = plt.subplots(
+    1, len(values), figsize=(2.6 * len(values), 2.6), squeeze=False, layout="constrained"
+  )
+  for ax, (label, v) in zip(axes[0], values.items(), strict=True):
+    ax.hist(np.ravel(v), bins=60, color="tab:blue")
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_title(label, fontsize=9)
+    ax.set_yticks([])
+  fig.suptitle(title, fontsize=10)
+  fig.supxlabel("output - threshold (a bit is set where > 0)", fontsize=9)
+  _save_figure(fig, path)
+  plt.close(fig)
+
+
+def write_query_grid(
+  path: str,
+  queries: np.ndarray,
+  retrieved: dict[str, tuple[np.ndarray, np.ndarray]],
+  title: str,
+) -> None:
+  """Example queries and their top retrievals per method.
+
+  Args:
+    queries: uint8 `[Q, H, W, C]` query images.
+    retrieved: label -> (images uint8 `[Q, k, H, W, C]`, relevant bool `[Q, k]`); a relevant
+      result gets a green frame, an irrelevant one a red frame.
+  """
+  plt = _pyplot()
+  rows = [(q, label) for q in range(len(queries)) for label in retrieved]
+  k = next(iter(retrieved.values()))[0].shape[1]
+  height = 0.8 * len(rows) + 0.7  # inches: square tiles plus room for the title
+  fig, axes = plt.subplots(len(rows), k + 1, figsize=(0.8 * (k + 1), height), squeeze=False)
+  fig.subplots_adjust(wspace=0.08, hspace=0.08, top=1 - 0.6 / height)
+  grey = queries.shape[-1] == 1
+  show = lambda ax, image: ax.imshow(
+    image[..., 0] if grey else image, cmap="gray" if grey else None
+  )
+  for row, (q, label) in enumerate(rows):
+    images, relevant = retrieved[label]
+    show(axes[row, 0], queries[q])
+    axes[row, 0].set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
+    for col in range(k):
+      ax = axes[row, col + 1]
+      show(ax, images[q, col])
+      for spine in ax.spines.values():
+        spine.set_edgecolor("tab:green" if relevant[q, col] else "tab:red")
+        spine.set_linewidth(2)
+  for ax in axes.ravel():
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.suptitle(title, fontsize=9)
+  _save_figure(fig, path)
+  plt.close(fig)

@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import time
+from collections.abc import Callable
 
 import flax.serialization
 import jax
@@ -122,21 +123,60 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   """Trains and evaluates each bit length of `config.bit_lengths` (or `config.model.bits`).
 
   Several bit lengths go to sub-workdirs `bits-<q>`, with a combined `table.md` in `workdir`.
-  Runs resume from their last checkpoint; finished runs are not trained again.
+  Runs resume from their last checkpoint; finished runs are not trained again. A shallow
+  baseline (`config.method` "lsh" or "itq") is fitted by `baselines.fit_and_evaluate` instead.
   Returns the list of `results.json` dictionaries.
   """
+  run_one = _runner(config.method)
   claim_workdir(config, workdir)
   if not config.bit_lengths:
-    return [train_one(config, workdir)]
+    return [run_one(config, workdir)]
   results = []
   for bits in config.bit_lengths:
     run_config = copy.deepcopy(config)
     run_config.model.bits = int(bits)
     run_config.bit_lengths = ()
-    results.append(train_one(run_config, os.path.join(workdir, f"bits-{bits}")))
+    results.append(run_one(run_config, os.path.join(workdir, f"bits-{bits}")))
   report.write_table(workdir, results)
   report.write_plots(workdir, results)
   return results
+
+
+def _runner(method: str):
+  """The function that makes one run of `method`: `train_one`, or the baselines' fitter."""
+  # Imported here, not at the top: hashing.baselines builds on this module (data, workdir,
+  # evaluation), so a module-level import would be circular.
+  from hashing import baselines
+
+  return baselines.fit_and_evaluate if method in baselines.METHODS else train_one
+
+
+def finished_results(workdir: str) -> dict | None:
+  """The `results.json` of a finished run in `workdir`, or None when it has not finished."""
+  path = os.path.join(workdir, "results.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_results(workdir: str, results: dict) -> dict:
+  """Writes `results.json` (its presence marks the run finished), `table.md` and the plots of
+  one run; returns `results`."""
+  hio.write_json(os.path.join(workdir, "results.json"), results)
+  report.write_table(workdir, [results])
+  report.write_plots(workdir, [results])
+  return results
+
+
+def run_info() -> dict:
+  """What produced a run, for `results.json`: backend, package versions, UTC date."""
+  return {
+    "backend": jax.default_backend(),
+    "hashing_version": hashing.__version__,
+    "jax_version": jax.__version__,
+    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+  }
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -196,23 +236,35 @@ def _check_finite(window: list, first_step: int, checkpointer: checkpoint.Checkp
     )
 
 
-def evaluate_model(
+def encode_split(
+  encode: Callable[[np.ndarray], np.ndarray], images: np.ndarray, split: protocols.Split
+) -> tuple[np.ndarray, np.ndarray]:
+  """Real-valued codes of the query and database images: `encode` maps uint8 images
+  `[n, H, W, C]` to codes `[n, q]`; returns (query codes `[Q, q]`, database codes `[N, q]`)."""
+  # Encode each needed image once (query and database may overlap: database="query").
+  needed = np.union1d(split.query, split.database)
+  codes = encode(images[needed])
+  return codes[np.searchsorted(needed, split.query)], codes[np.searchsorted(needed, split.database)]
+
+
+def evaluate_codes(
   config: ml_collections.ConfigDict,
-  model: models.HashNet,
-  params,
-  pooled: data.LabeledImages,
+  query_codes: np.ndarray,
+  database_codes: np.ndarray,
+  labels: np.ndarray,
   split: protocols.Split,
   workdir: str,
 ) -> dict:
-  """Encodes query and database, writes `codes.npz`, returns `metrics.evaluate`'s dict."""
-  # Encode each needed image once (query and database may overlap: database="query").
-  needed = np.union1d(split.query, split.database)
-  codes = models.encode(model, params, pooled.images[needed], config.eval.batch_size)
+  """Evaluates real-valued codes, query `[Q, q]` and database `[N, q]` (a bit is code > 0),
+  against the pooled multi-hot `labels` `[pooled, L]`; writes `codes.npz` (packed codes and
+  labels) and returns `metrics.evaluate`'s dict."""
   packed = {
-    "query_codes": metrics.pack_codes(codes[np.searchsorted(needed, split.query)]),
-    "database_codes": metrics.pack_codes(codes[np.searchsorted(needed, split.database)]),
-    "query_labels": pooled.labels[split.query].astype(np.uint8),
-    "database_labels": pooled.labels[split.database].astype(np.uint8),
+    "query_codes": metrics.pack_codes(query_codes),
+    "database_codes": metrics.pack_codes(database_codes),
+    "query_labels": labels[split.query].astype(np.uint8),
+    "database_labels": labels[split.database].astype(np.uint8),
+    # The real values before binarisation (minus the threshold), for the reports' histograms.
+    "query_values": np.asarray(query_codes, np.float32),
   }
   hio.write_npz(os.path.join(workdir, "codes.npz"), **packed)
   return metrics.evaluate(
@@ -224,6 +276,23 @@ def evaluate_model(
     map_at=tuple(config.eval.map_at),
     precision_at=tuple(config.eval.precision_at),
   )
+
+
+def evaluate_model(
+  config: ml_collections.ConfigDict,
+  model: models.HashNet,
+  params,
+  pooled: data.LabeledImages,
+  split: protocols.Split,
+  workdir: str,
+) -> dict:
+  """Encodes query and database, writes `codes.npz`, returns `metrics.evaluate`'s dict."""
+  query_codes, database_codes = encode_split(
+    lambda images: models.encode(model, params, images, config.eval.batch_size),
+    pooled.images,
+    split,
+  )
+  return evaluate_codes(config, query_codes, database_codes, pooled.labels, split, workdir)
 
 
 def reevaluate(workdir: str) -> dict:
@@ -272,10 +341,9 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   validate_config(config)
   claim_workdir(config, workdir)
-  results_path = os.path.join(workdir, "results.json")
-  if os.path.exists(results_path):
-    with open(results_path) as f:
-      return json.load(f)
+  finished = finished_results(workdir)
+  if finished is not None:
+    return finished
 
   pooled, split = prepare_data(config)
   hio.write_npz(os.path.join(workdir, "split.npz"), **split.arrays())
@@ -382,13 +450,7 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
     "pixel_mean": mean.tolist(),
     "pixel_std": std.tolist(),
     "evaluated": "final model",
-    "backend": jax.default_backend(),
-    "hashing_version": hashing.__version__,
-    "jax_version": jax.__version__,
-    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    **run_info(),
     **evaluation,
   }
-  hio.write_json(os.path.join(workdir, "results.json"), results)
-  report.write_table(workdir, [results])
-  report.write_plots(workdir, [results])
-  return results
+  return write_results(workdir, results)

@@ -1,0 +1,152 @@
+"""Sweeps of the real configs in smoke mode: sub-workdirs, skip on restart, processes, report."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, load_config
+
+from hashing import sweeps
+from hashing.errors import UserError
+
+ENTRIES = [
+  {"loss.alpha": 0.0, "seed": 0},
+  {"loss.alpha": 0.0, "seed": 1},
+  {"loss.alpha": 0.1, "seed": 0},
+]
+
+
+@pytest.fixture(scope="module")
+def alpha_sweep(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("sweep")
+  base = load_config("dsh", "bits=8,smoke")
+  results = sweeps.run_sweep(base, ENTRIES, str(workdir), config_dir=str(ROOT / "configs"))
+  return workdir, results
+
+
+def test_each_run_trains_its_overrides_into_its_own_workdir(alpha_sweep):
+  workdir, results = alpha_sweep
+  assert [r["overrides"] for r in results] == ENTRIES
+  for entry in ENTRIES:
+    run_dir = workdir / sweeps.run_name(entry)
+    config = json.load(open(run_dir / "config.json"))
+    assert (config["loss"]["alpha"], config["seed"]) == (entry["loss.alpha"], entry["seed"])
+  assert sweeps.run_name(ENTRIES[2]) == "loss.alpha=0.1,seed=0"
+  codes = [np.load(workdir / sweeps.run_name(e) / "codes.npz")["database_codes"] for e in ENTRIES]
+  assert not np.array_equal(codes[0], codes[1])  # another seed, other codes
+
+
+def test_tables_list_every_run_and_the_spread_over_seeds(alpha_sweep):
+  workdir, results = alpha_sweep
+  table = (workdir / "table.md").read_text()
+  assert table.splitlines()[0].startswith("| method | protocol | bits | loss.alpha | seed | mAP")
+  assert table.count("| dsh |") == 3
+  summary = (workdir / "summary.md").read_text()
+  maps = [r["map"] for r in results[:2]]
+  mean, std = np.mean(maps), np.std(maps, ddof=1)
+  assert f"| dsh | fashion-mnist-embedded | 8 | 0.0 | 2 | {mean:.4f} ± {std:.4f} |" in summary
+  assert f"| dsh (ours) | {np.mean(maps + [results[2]['map']]):.3f}" in summary
+  assert (workdir / "pr_curve_8.png").stat().st_size > 0
+
+
+def test_restart_skips_finished_runs_and_report_rebuilds_the_same_tables(alpha_sweep):
+  workdir, results = alpha_sweep
+  stamps = [os.path.getmtime(workdir / sweeps.run_name(e) / "results.json") for e in ENTRIES]
+  table = (workdir / "table.md").read_text()
+  again = sweeps.run_sweep(
+    load_config("dsh", "bits=8,smoke"), ENTRIES, str(workdir), config_dir=str(ROOT / "configs")
+  )
+  assert again == results
+  assert stamps == [
+    os.path.getmtime(workdir / sweeps.run_name(e) / "results.json") for e in ENTRIES
+  ]
+  (workdir / "table.md").unlink()
+  assert sweeps.report_workdir(str(workdir)) == results
+  assert (workdir / "table.md").read_text() == table
+
+
+def test_parallel_processes_give_the_same_codes_as_sequential_runs(alpha_sweep, tmp_path):
+  workdir, _ = alpha_sweep
+  base = load_config("dsh", "bits=8,smoke")
+  sweeps.run_sweep(base, ENTRIES[:2], str(tmp_path), config_dir=str(ROOT / "configs"), processes=2)
+  for entry in ENTRIES[:2]:
+    name = sweeps.run_name(entry)
+    np.testing.assert_array_equal(
+      np.load(tmp_path / name / "codes.npz")["database_codes"],
+      np.load(workdir / name / "codes.npz")["database_codes"],
+    )
+
+
+@pytest.mark.parametrize(
+  "entries, message",
+  [
+    ([{"loss.alpfa": 0.1}], "no field 'loss.alpfa'"),
+    ([{"train.epochs": "many"}], "train.epochs"),
+    ([{"seed": 1}, {"seed": 1}], "twice"),
+    ([], "no runs"),
+  ],
+)
+def test_bad_sweeps_are_user_errors_before_any_training(tmp_path, entries, message):
+  with pytest.raises(UserError, match=message):
+    sweeps.run_sweep(load_config("dsh", "bits=8,smoke"), entries, str(tmp_path))
+  assert not (tmp_path / "sweep.json").exists()
+
+
+def test_compare_config_runs_every_method_and_reports_without_training(tmp_path):
+  command = [
+    sys.executable,
+    "launch.py",
+    "--config=configs/compare.py:smoke,bits=8,seeds=1",  # every method
+    f"--workdir={tmp_path}",
+  ]
+  out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  for method in ("dsh", "dnnh", "cnnh", "cnnh+", "lsh", "itq", "itq-features"):
+    assert f"| {method} (ours) |" in out.stdout
+  for method in ("dsh", "dnnh", "cnnh", "cnnh+", "lsh", "itq"):
+    assert json.load(open(tmp_path / f"{method}-seed0" / "results.json"))["method"] == method
+  features = json.load(open(tmp_path / "itq-features-seed0" / "results.json"))
+  assert features["features"] == f"model:{tmp_path}/dsh-seed0"
+  for name in ("outputs_8.png", "queries_8.png", "pr_curve_8.png", "precision_at_k_8.png"):
+    assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG", name
+  summary = (tmp_path / "summary.md").read_text()
+  (tmp_path / "summary.md").unlink()
+  out = subprocess.run(
+    [*command, "--report"], cwd=ROOT, capture_output=True, text=True, timeout=120
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert (tmp_path / "summary.md").read_text() == summary
+
+
+@pytest.mark.parametrize("study", ["head", "output", "margin", "triplets", "quantize", "bits"])
+def test_every_ablation_study_builds_valid_configs(study):
+  module = sweeps.load_config_module(str(ROOT / "configs" / "ablations.py"))
+  arg = f"study={study},smoke,seeds=2"
+  base, entries = module.get_config(arg), module.get_sweep(arg)
+  configs = [sweeps.apply_overrides(base, e, str(ROOT / "configs")) for e in entries]
+  assert len({sweeps.run_name(e) for e in entries}) == len(entries) >= 4
+  assert {c.seed for c in configs} == {0, 1}
+  fields = sweeps.swept_fields(entries)
+  assert fields[-1] == "seed" and len(fields) >= 2  # the studied field(s), then the seed
+
+
+def test_ablation_sweep_runs_end_to_end(tmp_path):
+  out = subprocess.run(
+    [
+      sys.executable,
+      "launch.py",
+      "--config=configs/ablations.py:study=head,smoke,seeds=1,bits=8",
+      f"--workdir={tmp_path}",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  summary = (tmp_path / "summary.md").read_text()
+  assert "| dnnh | fashion-mnist-embedded | 8 | dae | 1 |" in summary
+  assert "| dnnh | fashion-mnist-embedded | 8 | fc | 1 |" in summary
