@@ -21,6 +21,9 @@ from hashing.errors import UserError
 config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arguments]", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for config, metrics, results, plots, codes.")
 flags.DEFINE_integer("processes", 1, "Sweeps: number of runs trained at once (processes).")
+flags.DEFINE_bool(
+  "vmap", False, "Sweeps: train runs differing only in seed/alpha/margin/rate in one vmapped step."
+)
 flags.DEFINE_bool("report", False, "Only rebuild tables and plots of --workdir from its results.")
 
 
@@ -50,7 +53,12 @@ def main(argv: list[str]) -> None:
     elif get_sweep is not None:
       sweep = get_sweep(arg)
       results = sweeps.run_sweep(
-        config, sweep, workdir, config_dir=os.path.dirname(path), processes=flags.FLAGS.processes
+        config,
+        sweep,
+        workdir,
+        config_dir=os.path.dirname(path),
+        processes=flags.FLAGS.processes,
+        vmap=flags.FLAGS.vmap,
       )
     else:
       results = train.train_and_evaluate(config, workdir)

@@ -44,11 +44,13 @@ def jax_runner(images, labels, bits):
   params = model.init(jax.random.key(0), images[:1])
   state = {"params": params, "opt": optimizer.init(params)}
   step = train.make_train_step(objectives.make_objective(config, model), optimizer, config.augment)
+  hyper = objectives.hyperparameters(config)
   key, batch = jax.random.key(1), {"images": images, "labels": labels}
 
   def run(num_steps):
     for _ in range(num_steps):
-      state["params"], state["opt"], loss, _ = step(state["params"], state["opt"], batch, key)
+      params, opt = state["params"], state["opt"]
+      state["params"], state["opt"], loss, _ = step(params, opt, batch, key, hyper)
     loss.block_until_ready()
 
   return run

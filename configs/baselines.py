@@ -27,10 +27,7 @@ def get_config(arg=None):
     {
       "method": "itq",
       "features": "pixels",
-      "bits": (12, 24, 32, 48),
-      "data": "embedded",
-      "database": "",
-      "smoke": False,
+      **config_args.COMMON_ARGUMENTS,
     },
   )
   if args["method"] not in baselines.METHODS:
@@ -38,8 +35,6 @@ def get_config(arg=None):
       f"method={args['method']!r} is unknown; choose one of {list(baselines.METHODS)}."
     )
   c = config_args.base_config(args["method"], args)
-  if args["smoke"]:
-    config_args.apply_smoke(c)
   # Drop what only training uses, so that overriding it is an error rather than ignored.
   del c["train"], c["augment"]
   c.model = config_args.ml_collections.ConfigDict({"bits": c.model.bits})

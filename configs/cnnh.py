@@ -20,11 +20,8 @@ def get_config(arg=None):
     {
       "cnnh": False,
       "cnnh+": False,
-      "bits": (12, 24, 32, 48),
-      "data": "embedded",
-      "database": "",
+      **config_args.COMMON_ARGUMENTS,
       "backbone": "dsh",
-      "smoke": False,
     },
   )
   if args["cnnh"] and args["cnnh+"]:
@@ -37,9 +34,4 @@ def get_config(arg=None):
   c.loss = config_args.ml_collections.ConfigDict()
   c.loss.name = "cnnh"
   c.loss.class_weight = 1.0 if args["cnnh+"] else 0.0  # > 0: CNNH+ class-label output
-  c.train.epochs = {"embedded": 12, "fashion-mnist": 100, "cifar10-dnnh": 300, "cifar10-dsh": 60}[
-    args["data"]
-  ]
-  if args["smoke"]:
-    config_args.apply_smoke(c)
   return c

@@ -49,14 +49,12 @@ def _shared(args) -> str:
 
 
 def _load(name, arg):
-  import importlib.util
   import pathlib
 
-  path = pathlib.Path(__file__).with_name(f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"compare_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  from hashing import sweeps
+
+  path = str(pathlib.Path(__file__).with_name(f"{name}.py"))
+  return sweeps.load_config_module(path).get_config(arg)
 
 
 def get_sweep(arg=None):

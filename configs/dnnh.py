@@ -22,13 +22,10 @@ def get_config(arg=None):
   args = config_args.parse_arg(
     arg,
     {
-      "bits": (12, 24, 32, 48),
-      "data": "embedded",
-      "database": "",
+      **config_args.COMMON_ARGUMENTS,
       "backbone": "nin-narrow",
       "head": "dae",
       "sampling": "random",
-      "smoke": False,
     },
   )
   c = config_args.base_config("dnnh", args)
@@ -41,9 +38,4 @@ def get_config(arg=None):
   c.loss.name = "triplet"
   c.loss.margin = 1.0  # the paper's margin on sigmoid outputs
   c.loss.sampling = args["sampling"]  # random | all | hard | semihard
-  c.train.epochs = {"embedded": 12, "fashion-mnist": 100, "cifar10-dnnh": 300, "cifar10-dsh": 60}[
-    args["data"]
-  ]
-  if args["smoke"]:
-    config_args.apply_smoke(c)
   return c

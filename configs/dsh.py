@@ -19,11 +19,8 @@ def get_config(arg=None):
   args = config_args.parse_arg(
     arg,
     {
-      "bits": (12, 24, 32, 48),
-      "data": "embedded",
-      "database": "",
+      **config_args.COMMON_ARGUMENTS,
       "backbone": "dsh",
-      "smoke": False,
     },
   )
   c = config_args.base_config("dsh", args)
@@ -32,10 +29,4 @@ def get_config(arg=None):
   c.loss.name = "dsh"
   c.loss.margin = config_args.config_dict.placeholder(float)  # None: 2 * bits (the paper)
   c.loss.alpha = 0.01
-  # Epochs per data preset: 5,000 training images need many passes, 50,000 fewer.
-  c.train.epochs = {"embedded": 12, "fashion-mnist": 100, "cifar10-dnnh": 300, "cifar10-dsh": 60}[
-    args["data"]
-  ]
-  if args["smoke"]:
-    config_args.apply_smoke(c)
   return c

@@ -25,6 +25,10 @@ DATA_PRESETS = {
 }
 # Image geometry per preset: crop padding for the random-crop augmentation.
 CROP_PADDING = {"embedded": 2, "fashion-mnist": 2, "cifar10-dnnh": 4, "cifar10-dsh": 4}
+# Epochs per preset: 5,000 training images need many passes, 50,000 fewer.
+EPOCHS = {"embedded": 12, "fashion-mnist": 100, "cifar10-dnnh": 300, "cifar10-dsh": 60}
+# The arguments every config takes, with their defaults (a config adds its own).
+COMMON_ARGUMENTS = {"bits": (12, 24, 32, 48), "data": "embedded", "database": "", "smoke": False}
 
 
 def parse_arg(arg: str | None, allowed: dict[str, object]) -> dict[str, object]:
@@ -52,7 +56,8 @@ def parse_arg(arg: str | None, allowed: dict[str, object]) -> dict[str, object]:
 
 
 def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDict:
-  """The fields every method shares, with `data`, `bits` and `smoke` arguments applied."""
+  """The fields every method shares, with the `COMMON_ARGUMENTS` applied (`smoke` shrinks the
+  run; it only touches fields defined here, so a config may add its own after)."""
   c = ml_collections.ConfigDict()
   c.method = method
   c.seed = 0
@@ -74,6 +79,7 @@ def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDi
   c.data.train_from_database = config_dict.placeholder(bool)
   c.data.database = config_dict.placeholder(str)  # rest | train | query
   c.data.database_limit = 0  # > 0: random database subset (smoke only; changes the protocol)
+  c.data.split_seed = config_dict.placeholder(int)  # None: the split follows config.seed
   for key, value in data_overrides.items():
     c.data[key] = value
   if args.get("database"):
@@ -88,7 +94,7 @@ def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDi
   c.model.quantize_eps = 0.0  # > 0: DNNH piecewise threshold of sigmoid outputs in training
 
   c.train = ml_collections.ConfigDict()
-  c.train.epochs = 100
+  c.train.epochs = EPOCHS[preset]
   c.train.steps = 0  # > 0 overrides epochs
   c.train.batch_size = 128
   c.train.optimizer = "adam"  # adam | adamw | sgd
@@ -110,6 +116,8 @@ def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDi
   c.eval.map_at = (1000, 5000) if preset != "embedded" else (100, 1000)
   c.eval.precision_at = (1, 10, 50, 100, 200, 500, 1000)
   c.eval.batch_size = 1000
+  if args.get("smoke"):
+    apply_smoke(c)
   return c
 
 

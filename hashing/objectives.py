@@ -29,7 +29,9 @@ SAMPLING = ("random", *losses.MINING)
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-  """`loss(params, batch) -> scalar` and the kind of batch ("labeled" or "triplets") it takes."""
+  """`loss(params, batch, hyper) -> scalar` and the kind of batch it takes ("labeled",
+  "triplets" or "targets"). `hyper` is `hyperparameters(config)`: passed as arrays, not baked
+  in, so that runs differing only in them share one compiled (and vmapped) step."""
 
   batch_kind: str
   loss: Callable[..., jnp.ndarray]
@@ -41,6 +43,19 @@ def num_class_outputs(config: ml_collections.ConfigDict, num_labels: int) -> int
   return num_labels if loss.name == "cnnh" and loss.get("class_weight", 0) > 0 else 0
 
 
+def hyperparameters(config: ml_collections.ConfigDict) -> dict[str, float]:
+  """The numbers a train step takes as inputs: `learning_rate` (peak), and the loss's `margin`
+  (DSH's None resolved to 2 * bits) and `alpha` where the loss has them."""
+  loss = config.loss
+  hyper = {"learning_rate": float(config.train.learning_rate)}
+  if "margin" in loss:
+    margin = loss.margin
+    hyper["margin"] = float(2.0 * config.model.bits if margin is None else margin)
+  if "alpha" in loss:
+    hyper["alpha"] = float(loss.alpha)
+  return hyper
+
+
 def make_objective(
   config: ml_collections.ConfigDict, model: models.HashNet, multi_label: bool = False
 ) -> Objective:
@@ -50,23 +65,21 @@ def make_objective(
   """
   cfg = config.loss
   losses.check_loss_config(cfg)
-  bits = config.model.bits
 
   def codes_of(params, images):
     return model.apply(params, images, train=True)
 
   if cfg.name == "dsh":
-    margin = 2.0 * bits if cfg.margin is None else cfg.margin  # the paper's m = 2q
 
-    def pairwise(params, batch):
+    def pairwise(params, batch, hyper):
       codes = codes_of(params, batch["images"])
-      return losses.dsh_loss(codes, batch["labels"], margin=margin, alpha=cfg.alpha)
+      return losses.dsh_loss(codes, batch["labels"], margin=hyper["margin"], alpha=hyper["alpha"])
 
     return Objective("labeled", pairwise)
 
   if cfg.name == "cnnh":
 
-    def regression(params, batch):
+    def regression(params, batch, hyper):
       if not model.num_classes:
         return losses.code_regression_loss(codes_of(params, batch["images"]), batch["targets"])
       codes, logits = model.apply(params, batch["images"], train=True, with_logits=True)
@@ -88,15 +101,17 @@ def make_objective(
         f"{list(models.TRIPLET_APPLY)}."
       )
 
-    def explicit(params, batch):
+    def explicit(params, batch, hyper):
       codes = models.apply_triplets(model, params, batch["images"], mode=mode, train=True)
-      return losses.triplet_loss(codes[0], codes[1], codes[2], margin=cfg.margin)
+      return losses.triplet_loss(codes[0], codes[1], codes[2], margin=hyper["margin"])
 
     return Objective("triplets", explicit)
 
-  def in_batch(params, batch):
+  def in_batch(params, batch, hyper):
     codes = codes_of(params, batch["images"])
-    return losses.batch_triplet_loss(codes, batch["labels"], margin=cfg.margin, mining=cfg.sampling)
+    return losses.batch_triplet_loss(
+      codes, batch["labels"], margin=hyper["margin"], mining=cfg.sampling
+    )
 
   return Objective("labeled", in_batch)
 

@@ -31,8 +31,8 @@ from collections.abc import Sequence
 import ml_collections
 import numpy as np
 
+from hashing import baselines, report, retrieval, train
 from hashing import io as hio
-from hashing import report, retrieval, train
 from hashing.errors import UserError
 
 
@@ -115,6 +115,7 @@ def run_sweep(
   *,
   config_dir: str = "configs",
   processes: int = 1,
+  vmap: bool = False,
 ) -> list[dict]:
   """Trains every run of `sweep` into its own sub-workdir and writes the comparison files.
 
@@ -125,6 +126,9 @@ def run_sweep(
     config_dir: where `{"config": name}` entries look for `<name>.py`.
     processes: > 1 trains that many runs at once in separate processes (spawned: JAX does not
       survive a fork).
+    vmap: train runs that differ only in `train.STACKABLE_FIELDS` (seed with a fixed
+      data.split_seed, loss.alpha, loss.margin, train.learning_rate) together, in one vmapped
+      step on one device; the other runs (and all runs with `processes` > 1) as usual.
 
   Returns:
     Every run's results (one per bit length), each with its `overrides` added.
@@ -147,7 +151,10 @@ def run_sweep(
   later = ["{workdir}" in str(entry.get("config", "")) for entry in sweep]
   for phase in (False, True):
     todo = [(c, d) for c, d, late in zip(configs, dirs, later, strict=True) if late == phase]
-    if processes > 1 and len(todo) > 1:
+    if vmap and processes == 1:
+      for group in _stackable_groups(todo):
+        train.train_and_evaluate_together(*zip(*group, strict=True))
+    elif processes > 1 and len(todo) > 1:
       context = multiprocessing.get_context("spawn")
       with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
         list(pool.map(_train, *zip(*todo, strict=True)))
@@ -155,6 +162,29 @@ def run_sweep(
       for config, run_dir in todo:
         _train(config, run_dir)
   return report_sweep(workdir)
+
+
+def _stackable_groups(runs: list[tuple]) -> list[list[tuple]]:
+  """Splits (config, workdir) pairs into groups that can train together (`check_stackable`;
+  baselines are fitted, so they stay alone), in order of first appearance."""
+  groups: list[list[tuple]] = []
+  for run in runs:
+    fits = run[0].method not in baselines.METHODS and [g for g in groups if _stackable(g[0], run)]
+    if fits:
+      fits[0].append(run)
+    else:
+      groups.append([run])
+  return groups
+
+
+def _stackable(first: tuple, run: tuple) -> bool:
+  if first[0].method in baselines.METHODS:
+    return False
+  try:
+    train.check_stackable([first[0], run[0]])
+  except UserError:
+    return False
+  return True
 
 
 def _run_results(run_dir: str) -> list[tuple[str, dict]]:

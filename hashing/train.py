@@ -62,7 +62,7 @@ def prepare_data(config: ml_collections.ConfigDict) -> tuple[data.LabeledImages,
     cfg.protocol,
     pooled.labels,
     data.pool_offsets(splits),
-    seed=config.seed,
+    seed=split_seed(config),
     query_per_class=cfg.query_per_class,
     train_per_class=cfg.train_per_class,
     train_from_database=cfg.train_from_database,
@@ -70,6 +70,12 @@ def prepare_data(config: ml_collections.ConfigDict) -> tuple[data.LabeledImages,
     database_limit=cfg.database_limit,
   )
   return pooled, split
+
+
+def split_seed(config: ml_collections.ConfigDict) -> int:
+  """The seed of the protocol split: `config.data.split_seed`, or `config.seed` when unset."""
+  seed = config.data.get("split_seed")
+  return config.seed if seed is None else seed
 
 
 def pixel_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,24 +90,31 @@ def make_train_step(
   objective: objectives.Objective,
   optimizer: optax.GradientTransformation,
   augment_config: ml_collections.ConfigDict,
+  members: int = 1,
 ):
-  """Returns the jitted `step(params, opt_state, batch, key) -> (params, opt_state, loss,
-  grad_norm)`; `batch` is an `objectives.Batches` dict, its uint8 `images` `[..., H, W, C]`
-  (any leading axes: a batch or a triplet stack) augmented per image inside the step."""
+  """Returns the jitted `step(params, opt_state, batch, key, hyper) -> (params, opt_state,
+  loss, grad_norm)`.
 
-  @jax.jit
-  def step(params, opt_state, batch, key):
+  `batch` is an `objectives.Batches` dict, its uint8 `images` `[..., H, W, C]` (any leading
+  axes: a batch or a triplet stack) augmented per image inside the step; `hyper` is
+  `objectives.hyperparameters(config)` (the updates are scaled by its `learning_rate`, see
+  `optim.make_optimizer`). `members` > 1 vmaps the step over a leading axis of every argument:
+  that many runs with their own parameters, batches, keys and hyperparameters at once.
+  """
+
+  def step(params, opt_state, batch, key, hyper):
     images = batch["images"]
     flat = images.reshape(-1, *images.shape[-3:])
     flat = augment.random_flip_and_crop(
       key, flat, flip=augment_config.flip, crop_padding=augment_config.crop_padding
     )
     batch = {**batch, "images": flat.reshape(images.shape)}
-    loss, grads = jax.value_and_grad(objective.loss)(params, batch)
+    loss, grads = jax.value_and_grad(objective.loss)(params, batch, hyper)
     updates, opt_state = optimizer.update(grads, opt_state, params)
+    updates = jax.tree.map(lambda u: hyper["learning_rate"] * u, updates)
     return optax.apply_updates(params, updates), opt_state, loss, optax.tree.norm(grads)
 
-  return step
+  return jax.jit(step if members == 1 else jax.vmap(step))
 
 
 def _records_up_to(metrics_path: str, step: int) -> list[str]:
@@ -127,18 +140,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   baseline (`config.method` "lsh" or "itq") is fitted by `baselines.fit_and_evaluate` instead.
   Returns the list of `results.json` dictionaries.
   """
-  run_one = _runner(config.method)
-  claim_workdir(config, workdir)
-  if not config.bit_lengths:
-    return [run_one(config, workdir)]
-  results = []
-  for bits in config.bit_lengths:
-    run_config = copy.deepcopy(config)
-    run_config.model.bits = int(bits)
-    run_config.bit_lengths = ()
-    results.append(run_one(run_config, os.path.join(workdir, f"bits-{bits}")))
-  report.write_table(workdir, results)
-  report.write_plots(workdir, results)
+  return train_and_evaluate_together([config], [workdir])[0]
+
+
+def train_and_evaluate_together(
+  configs: list[ml_collections.ConfigDict], workdirs: list[str]
+) -> list[list[dict]]:
+  """`train_and_evaluate` of several runs at once: per bit length, the runs train together in
+  one vmapped step (`train_together`; they may differ only in `STACKABLE_FIELDS`). Returns
+  each run's list of results."""
+  run_one = _runner(configs[0].method)
+  for config, workdir in zip(configs, workdirs, strict=True):
+    claim_workdir(config, workdir)
+  check_stackable(configs)
+  if run_one is not train_one and len(configs) > 1:
+    raise UserError(f"{configs[0].method} is fitted, not trained: it cannot be vmapped.")
+  lengths = configs[0].bit_lengths
+  results = [[] for _ in configs]
+  for bits in lengths or [None]:
+    runs, dirs = configs, workdirs
+    if bits is not None:
+      runs = [copy.deepcopy(c) for c in configs]
+      for run in runs:
+        run.model.bits, run.bit_lengths = int(bits), ()
+      dirs = [os.path.join(w, f"bits-{bits}") for w in workdirs]
+    done = train_together(runs, dirs) if run_one is train_one else [run_one(runs[0], dirs[0])]
+    for k, r in enumerate(done):
+      results[k].append(r)
+  if lengths:
+    for workdir, run_results in zip(workdirs, results, strict=True):
+      report.write_table(workdir, run_results)
+      report.write_plots(workdir, run_results)
   return results
 
 
@@ -222,17 +254,20 @@ def claim_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     ) from None
 
 
-def _check_finite(window: list, first_step: int, checkpointer: checkpoint.Checkpointer) -> None:
-  """Raises if a loss or gradient norm of the steps since `first_step` is NaN or infinite."""
-  values = np.asarray(jax.device_get(window), dtype=np.float64)  # [steps, (loss, grad_norm)]
-  bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+def _check_finite(
+  losses_and_norms: np.ndarray, first_step: int, checkpointer: checkpoint.Checkpointer
+) -> None:
+  """Raises if a loss or gradient norm (`[steps, 2]`, the steps after `first_step`) of one run
+  is NaN or infinite."""
+  bad = np.flatnonzero(~np.isfinite(losses_and_norms).all(axis=1))
   if bad.size:
     step = first_step + int(bad[0]) + 1
+    loss, norm = losses_and_norms[bad[0]]
     last = checkpointer.latest_step()
     kept = f"keeping the last good checkpoint (step {last})" if last else "no checkpoint saved yet"
     raise UserError(
-      f"the loss or gradient became {values[bad[0], 0]}/{values[bad[0], 1]} at step {step}; "
-      f"stopped, {kept}. Lower config.train.learning_rate or check the data."
+      f"the loss or gradient became {loss}/{norm} at step {step}; stopped, {kept}. Lower "
+      "config.train.learning_rate or check the data."
     )
 
 
@@ -334,19 +369,79 @@ def stage1_targets(
   return codes, {"stage1_seconds": seconds, "stage1_objective": float(history[-1]) / scale}
 
 
+# Config fields that may differ between runs trained together by one vmapped step.
+STACKABLE_FIELDS = ("seed", "loss.alpha", "loss.margin", "train.learning_rate")
+
+
+def check_stackable(configs: list[ml_collections.ConfigDict]) -> None:
+  """Raises UserError unless the configs differ only in `STACKABLE_FIELDS` and share one data
+  split (so one model definition, with one set of input statistics, fits them all)."""
+  first = _flatten(configs[0].to_dict())
+  for config in configs[1:]:
+    flat = _flatten(config.to_dict())
+    other = sorted(
+      k for k in first.keys() | flat.keys() if first.get(k) != flat.get(k)
+      and k not in STACKABLE_FIELDS
+    )  # fmt: skip
+    if other:
+      raise UserError(
+        f"runs trained together (vmap) may differ only in {', '.join(STACKABLE_FIELDS)}; "
+        f"these differ in {other[0]} ({first.get(other[0])!r} vs {flat.get(other[0])!r})."
+      )
+    if split_seed(config) != split_seed(configs[0]):
+      raise UserError(
+        "runs trained together (vmap) need one data split; set --config.data.split_seed so "
+        "that runs with different seeds share it."
+      )
+
+
 def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """One run: train `config.model.bits`-bit codes, evaluate the final model, write the workdir.
 
   Resumes from the newest checkpoint in `workdir`; returns the saved results of a finished run.
   """
-  validate_config(config)
-  claim_workdir(config, workdir)
-  finished = finished_results(workdir)
-  if finished is not None:
-    return finished
+  return train_together([config], [workdir])[0]
 
+
+def _member(tree, k: int, stacked: bool):
+  """Run k's part of a pytree with a leading member axis (the tree itself when not stacked)."""
+  return jax.tree.map(lambda x: x[k], tree) if stacked else tree
+
+
+def _stack(trees: list, stacked: bool):
+  """Stacks the runs' pytrees along a new leading axis (the only tree when not stacked)."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees) if stacked else trees[0]
+
+
+def train_together(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -> list[dict]:
+  """Trains several runs at once with one vmapped step (one run: a plain jitted step).
+
+  The runs may differ only in `STACKABLE_FIELDS` (`check_stackable`); each has its own
+  parameters, optimizer state, batch order, augmentation keys and hyperparameters, its own
+  workdir with checkpoints, metrics and results, exactly as if trained alone (up to float
+  rounding: the vmapped convolutions may sum in another order). Finished runs are skipped.
+  Returns the results of every run, in order.
+  """
+  for config, workdir in zip(configs, workdirs, strict=True):
+    validate_config(config)
+    claim_workdir(config, workdir)
+  check_stackable(configs)
+  results = [finished_results(w) for w in workdirs]
+  todo = [k for k, r in enumerate(results) if r is None]
+  if todo:
+    trained = _train_runs([configs[k] for k in todo], [workdirs[k] for k in todo])
+    for k, r in zip(todo, trained, strict=True):
+      results[k] = r
+  return results
+
+
+def _train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -> list[dict]:
+  """Trains unfinished runs that passed `check_stackable`; see `train_together`."""
+  config, count = configs[0], len(configs)
+  stacked = count > 1
   pooled, split = prepare_data(config)
-  hio.write_npz(os.path.join(workdir, "split.npz"), **split.arrays())
+  for workdir in workdirs:
+    hio.write_npz(os.path.join(workdir, "split.npz"), **split.arrays())
   train_images, train_labels = pooled.images[split.train], pooled.labels[split.train]
 
   bits = config.model.bits
@@ -355,46 +450,61 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model = models.build_model(config.model, mean, std, num_classes)
   multi_label = bool((train_labels.sum(axis=1) != 1).any())
   objective = objectives.make_objective(config, model, multi_label)
-  targets, stage1 = None, {}
+  targets, stage1 = [None] * count, [{}] * count
   if objective.batch_kind == "targets":
-    targets, stage1 = stage1_targets(config, train_labels, workdir)
-  batches = objectives.Batches(
-    objective.batch_kind, train_images, train_labels, config.train.batch_size, config.seed, targets
-  )
-  steps_per_epoch = batches.steps_per_epoch
+    targets, stage1 = zip(
+      *(stage1_targets(c, train_labels, w) for c, w in zip(configs, workdirs, strict=True)),
+      strict=True,
+    )
+  batches = [
+    objectives.Batches(
+      objective.batch_kind, train_images, train_labels, c.train.batch_size, c.seed, t
+    )
+    for c, t in zip(configs, targets, strict=True)
+  ]
+  steps_per_epoch = batches[0].steps_per_epoch
   total_steps = (
     config.train.steps if config.train.steps > 0 else config.train.epochs * steps_per_epoch
   )
   optimizer = optim.make_optimizer(config.train, total_steps)
-  schedule = optim.learning_rate_schedule(config.train, total_steps)
+  schedule = optim.learning_rate_schedule(config.train, total_steps, peak=1.0)
 
-  init_key, augment_key = jax.random.split(jax.random.key(config.seed))
-  params = model.init(init_key, jnp.asarray(train_images[:1]))
-  state = {"params": params, "opt_state": optimizer.init(params)}
-  step_fn = make_train_step(objective, optimizer, config.augment)
+  keys = [jax.random.split(jax.random.key(c.seed)) for c in configs]  # (init, augment) per run
+  states = []
+  for init_key, _ in keys:
+    params = model.init(init_key, jnp.asarray(train_images[:1]))
+    states.append({"params": params, "opt_state": optimizer.init(params)})
+  hyper = _stack([objectives.hyperparameters(c) for c in configs], stacked)
+  step_fn = make_train_step(objective, optimizer, config.augment, count)
 
-  checkpointer = checkpoint.Checkpointer(workdir)
-  start_step = checkpointer.latest_step() or 0
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  checkpointers = [checkpoint.Checkpointer(w) for w in workdirs]
+  # Runs trained together save at the same steps; resume all from the newest common one.
+  start_step = min(c.latest_step() or 0 for c in checkpointers)
   if start_step:
-    state = checkpointer.restore(start_step, state)
-  hio.write_text(metrics_path, "".join(_records_up_to(metrics_path, start_step)))
+    states = [c.restore(start_step, s) for c, s in zip(checkpointers, states, strict=True)]
+  state = _stack(states, stacked)
+  metrics_paths = [os.path.join(w, "metrics.jsonl") for w in workdirs]
+  for path in metrics_paths:
+    hio.write_text(path, "".join(_records_up_to(path, start_step)))
 
   log_every = max(1, min(config.train.log_every, total_steps))
   save_every = max(1, config.train.checkpoint_every)
   window, window_start, window_first_step = [], time.perf_counter(), start_step
-  mean_loss = float("nan")
+  mean_loss = np.full(count, np.nan)
   start = time.perf_counter()
+  runs = f" x {count} runs" if stacked else ""
   bar = tqdm.tqdm(
     total=total_steps,
     initial=start_step,
-    desc=f"{config.method} {bits} bits",
+    desc=f"{config.method} {bits} bits{runs}",
     disable=None,
     mininterval=1,
   )
   for step in range(start_step, total_steps):
+    batch = _stack([b(step) for b in batches], stacked)
+    key = _stack([jax.random.fold_in(augment_key, step) for _, augment_key in keys], stacked)
     state["params"], state["opt_state"], loss, grad_norm = step_fn(
-      state["params"], state["opt_state"], batches(step), jax.random.fold_in(augment_key, step)
+      state["params"], state["opt_state"], batch, key, hyper
     )
     window.append((loss, grad_norm))
     done = step + 1
@@ -404,53 +514,63 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     if not (is_log or is_save):
       continue
-    _check_finite(window, window_first_step, checkpointer)
+    # [steps, runs, (loss, grad_norm)]
+    values = np.asarray(jax.device_get(window), dtype=np.float64).reshape(len(window), 2, count)
+    values = values.transpose(0, 2, 1)
+    for k in range(count):
+      _check_finite(values[:, k], window_first_step, checkpointers[k])
     if is_log:
       now = time.perf_counter()
-      mean_loss = float(np.mean([float(w[0]) for w in window]))
-      record = {
-        "step": done,
-        "epoch": done / steps_per_epoch,
-        "loss": mean_loss,
-        "grad_norm": float(grad_norm),
-        "learning_rate": float(schedule(step)),
-        "images_per_sec": len(window) * batches.images_per_step / (now - window_start),
-        "seconds": now - start,
-      }
-      hio.append_jsonl(metrics_path, record)
-      bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{record['images_per_sec']:.0f}")
+      mean_loss = values[:, :, 0].mean(axis=0)
+      for k, c in enumerate(configs):
+        record = {
+          "step": done,
+          "epoch": done / steps_per_epoch,
+          "loss": float(mean_loss[k]),
+          "grad_norm": float(values[-1, k, 1]),
+          "learning_rate": float(c.train.learning_rate * schedule(step)),
+          # Images of this run per second (runs trained together share the time).
+          "images_per_sec": len(window) * batches[k].images_per_step / (now - window_start),
+          "seconds": now - start,
+        }
+        hio.append_jsonl(metrics_paths[k], record)
+      bar.set_postfix(loss=f"{mean_loss[0]:.4f}", img_s=f"{record['images_per_sec']:.0f}")
       bar.update(len(window))
       window, window_start, window_first_step = [], now, done
     if is_save:  # after the metrics line, so that a resume never loses the line of its step
-      checkpointer.save(done, state)
+      for k, checkpointer in enumerate(checkpointers):
+        checkpointer.save(done, _member(state, k, stacked))
   bar.close()
-  checkpointer.close()
-  params = state["params"]
   train_seconds = time.perf_counter() - start
-  hio.write_bytes(os.path.join(workdir, "params.msgpack"), flax.serialization.to_bytes(params))
-
-  eval_start = time.perf_counter()
-  evaluation = evaluate_model(config, model, params, pooled, split, workdir)
-  results = {
-    "method": config.method,
-    "protocol": config.data.protocol,
-    "source": config.data.source,
-    "bits": bits,
-    "seed": config.seed,
-    "steps": total_steps,
-    "resumed_from_step": start_step,
-    "epochs": total_steps / steps_per_epoch,
-    "final_loss": mean_loss,
-    "train_seconds": train_seconds,
-    "eval_seconds": time.perf_counter() - eval_start,
-    "num_train": int(split.train.size),
-    "num_classes": num_classes,  # size of the class-label output (CNNH+), 0 if none
-    **stage1,
-    "image_shape": list(train_images.shape[1:]),  # [H, W, C] the model expects
-    "pixel_mean": mean.tolist(),
-    "pixel_std": std.tolist(),
-    "evaluated": "final model",
-    **run_info(),
-    **evaluation,
-  }
-  return write_results(workdir, results)
+  results = []
+  for k, (c, workdir) in enumerate(zip(configs, workdirs, strict=True)):
+    checkpointers[k].close()
+    params = _member(state["params"], k, stacked)
+    hio.write_bytes(os.path.join(workdir, "params.msgpack"), flax.serialization.to_bytes(params))
+    eval_start = time.perf_counter()
+    evaluation = evaluate_model(c, model, params, pooled, split, workdir)
+    run = {
+      "method": c.method,
+      "protocol": c.data.protocol,
+      "source": c.data.source,
+      "bits": bits,
+      "seed": c.seed,
+      "steps": total_steps,
+      "resumed_from_step": start_step,
+      "epochs": total_steps / steps_per_epoch,
+      "final_loss": float(mean_loss[k]),
+      "train_seconds": train_seconds,
+      "trained_together": count,  # runs sharing the vmapped step (and train_seconds)
+      "eval_seconds": time.perf_counter() - eval_start,
+      "num_train": int(split.train.size),
+      "num_classes": num_classes,  # size of the class-label output (CNNH+), 0 if none
+      **stage1[k],
+      "image_shape": list(train_images.shape[1:]),  # [H, W, C] the model expects
+      "pixel_mean": mean.tolist(),
+      "pixel_std": std.tolist(),
+      "evaluated": "final model",
+      **run_info(),
+      **evaluation,
+    }
+    results.append(write_results(workdir, run))
+  return results

@@ -41,7 +41,8 @@ def test_explicit_triplet_loss_and_gradients_same_for_every_apply_mode(embedded)
     config.train.triplet_apply = mode
     objective = objectives.make_objective(config, model)
     assert objective.batch_kind == "triplets"
-    results.append(jax.jit(jax.value_and_grad(objective.loss))(params, batch))
+    hyper = objectives.hyperparameters(config)
+    results.append(jax.jit(jax.value_and_grad(objective.loss))(params, batch, hyper))
   for other in results[1:]:
     chex.assert_trees_all_close(other, results[0], rtol=1e-4, atol=1e-6)
 
@@ -58,9 +59,10 @@ def test_dnnh_step_compiles_once_and_lowers_the_loss(embedded, sampling):
   params = model.init(jax.random.key(0), images[:1])
   state = optimizer.init(params)
   step = train.make_train_step(objective, optimizer, config.augment)
+  hyper = objectives.hyperparameters(config)
   losses = []
   for i in range(10):
-    params, state, loss, _ = step(params, state, batch, jax.random.key(i))
+    params, state, loss, _ = step(params, state, batch, jax.random.key(i), hyper)
     losses.append(float(loss))
   assert step._cache_size() == 1
   assert losses[-1] < losses[0]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, load_config
 
-from hashing import sweeps
+from hashing import sweeps, train
 from hashing.errors import UserError
 
 ENTRIES = [
@@ -150,3 +150,44 @@ def test_ablation_sweep_runs_end_to_end(tmp_path):
   summary = (tmp_path / "summary.md").read_text()
   assert "| dnnh | fashion-mnist-embedded | 8 | dae | 1 |" in summary
   assert "| dnnh | fashion-mnist-embedded | 8 | fc | 1 |" in summary
+
+
+VMAP_ENTRIES = [
+  {"seed": 0, "loss.alpha": 0.01},
+  {"seed": 1, "loss.alpha": 0.1},
+  {"seed": 0, "loss.margin": 8.0, "train.learning_rate": 3e-4},
+]
+
+
+def test_vmap_sweep_gives_the_results_of_separate_runs(tmp_path):
+  base = load_config("dsh", "bits=8,smoke")
+  base.data.split_seed = 0  # one split for every seed: the runs can share one vmapped step
+  configs = str(ROOT / "configs")
+  together = sweeps.run_sweep(
+    base, VMAP_ENTRIES, str(tmp_path / "vmap"), config_dir=configs, vmap=True
+  )
+  alone = sweeps.run_sweep(base, VMAP_ENTRIES, str(tmp_path / "alone"), config_dir=configs)
+  assert [r["trained_together"] for r in together] == [3, 3, 3]
+  assert [r["trained_together"] for r in alone] == [1, 1, 1]
+  for entry, a, b in zip(VMAP_ENTRIES, together, alone, strict=True):
+    name = sweeps.run_name(entry)
+    assert a["map"] == pytest.approx(b["map"], abs=2e-3)
+    losses = [
+      [json.loads(line)["loss"] for line in open(tmp_path / d / name / "metrics.jsonl")]
+      for d in ("vmap", "alone")
+    ]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
+    codes = [np.load(tmp_path / d / name / "codes.npz")["query_values"] for d in ("vmap", "alone")]
+    np.testing.assert_allclose(codes[0], codes[1], rtol=1e-3, atol=1e-3)
+
+
+def test_runs_that_cannot_share_a_step_are_refused():
+  base = load_config("dsh", "bits=8,smoke")
+  other_seed = load_config("dsh", "bits=8,smoke")
+  other_seed.seed = 1
+  with pytest.raises(UserError, match="split_seed"):
+    train.check_stackable([base, other_seed])
+  other_batch = load_config("dsh", "bits=8,smoke")
+  other_batch.train.batch_size = 16
+  with pytest.raises(UserError, match="train.batch_size"):
+    train.check_stackable([base, other_batch])

@@ -96,10 +96,11 @@ def test_train_step_compiles_once_and_lowers_the_loss():
   state = optimizer.init(params)
   config.augment.crop_padding, config.augment.flip = 0, False
   step = train.make_train_step(objectives.make_objective(config, model), optimizer, config.augment)
+  hyper = objectives.hyperparameters(config)
   first = None
   batch = {"images": images, "labels": labels}
   for i in range(10):
-    params, state, loss, _ = step(params, state, batch, jax.random.key(i))
+    params, state, loss, _ = step(params, state, batch, jax.random.key(i), hyper)
     first = float(loss) if first is None else first
   assert step._cache_size() == 1
   assert float(loss) < first
