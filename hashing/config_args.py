@@ -92,6 +92,7 @@ def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDi
   c.model.output = "none"  # none | tanh | sigmoid (binarised at 0.5)
   c.model.features_per_bit = 0  # > 0: backbone features = features_per_bit * bits (DNNH: 50)
   c.model.quantize_eps = 0.0  # > 0: DNNH piecewise threshold of sigmoid outputs in training
+  c.model.dtype = "float32"  # float32 | bfloat16 (compute; parameters and loss stay float32)
 
   c.train = ml_collections.ConfigDict()
   c.train.epochs = EPOCHS[preset]
@@ -107,6 +108,8 @@ def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDi
   c.train.log_every = 50
   c.train.checkpoint_every = 1000  # steps; also at the end. A rerun resumes from the newest.
   c.train.triplet_apply = "vmap"  # explicit triplets: vmap | concat | separate (same codes)
+  c.train.scan_steps = 0  # steps per lax.scan chunk on device data; 0: 1 on CPU, else log_every
+  c.train.data_parallel = True  # several devices: split each batch over all of them
 
   c.augment = ml_collections.ConfigDict()
   c.augment.flip = True
@@ -116,6 +119,7 @@ def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDi
   c.eval.map_at = (1000, 5000) if preset != "embedded" else (100, 1000)
   c.eval.precision_at = (1, 10, 50, 100, 200, 500, 1000)
   c.eval.batch_size = 1000
+  c.eval.every = 0  # > 0: log the mAP every that many steps (metrics.jsonl "eval_map")
   if args.get("smoke"):
     apply_smoke(c)
   return c

@@ -29,18 +29,20 @@ class DSHBackbone(nn.Module):
 
   widths: Sequence[int] = (32, 32, 64)
   hidden: int = 500
+  dtype: jnp.dtype = jnp.float32  # computation dtype; parameters stay float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     pool = dict(window_shape=(3, 3), strides=(2, 2), padding="SAME")
-    x = nn.Conv(self.widths[0], (5, 5), padding="SAME")(x)
+    conv = functools.partial(nn.Conv, kernel_size=(5, 5), padding="SAME", dtype=self.dtype)
+    x = conv(self.widths[0])(x)
     x = nn.relu(nn.max_pool(x, **pool))
-    x = nn.relu(nn.Conv(self.widths[1], (5, 5), padding="SAME")(x))
+    x = nn.relu(conv(self.widths[1])(x))
     x = nn.avg_pool(x, **pool)
-    x = nn.relu(nn.Conv(self.widths[2], (5, 5), padding="SAME")(x))
+    x = nn.relu(conv(self.widths[2])(x))
     x = nn.avg_pool(x, **pool)
     x = x.reshape((x.shape[0], -1))
-    return nn.relu(nn.Dense(self.hidden)(x))
+    return nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(x))
 
 
 class NINBackbone(nn.Module):
@@ -55,6 +57,7 @@ class NINBackbone(nn.Module):
 
   widths: Sequence[int] = (96, 256, 384, 1024)
   features: int = 2400
+  dtype: jnp.dtype = jnp.float32  # computation dtype; parameters stay float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -62,7 +65,7 @@ class NINBackbone(nn.Module):
     w0, w1, w2, w3 = self.widths
 
     def conv(x, width, size):
-      return nn.relu(nn.Conv(width, (size, size), padding="SAME")(x))
+      return nn.relu(nn.Conv(width, (size, size), padding="SAME", dtype=self.dtype)(x))
 
     x = nn.max_pool(conv(conv(x, w0, 5), w0, 1), **pool)
     x = nn.max_pool(conv(conv(x, w1, 5), w1, 1), **pool)
@@ -75,10 +78,11 @@ class FCHead(nn.Module):
   """Fully-connected encode: features `[batch, d]` -> `[batch, bits]`."""
 
   bits: int
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, features: jnp.ndarray) -> jnp.ndarray:
-    return nn.Dense(self.bits)(features)
+    return nn.Dense(self.bits, dtype=self.dtype)(features)
 
 
 class DivideAndEncodeHead(nn.Module):
@@ -89,6 +93,7 @@ class DivideAndEncodeHead(nn.Module):
   """
 
   bits: int
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, features: jnp.ndarray) -> jnp.ndarray:
@@ -100,8 +105,8 @@ class DivideAndEncodeHead(nn.Module):
     init = nn.initializers.lecun_normal(in_axis=1, out_axis=0)
     kernel = self.param("kernel", init, (self.bits, slice_width))
     bias = self.param("bias", nn.initializers.zeros, (self.bits,))
-    slices = features.reshape(batch, self.bits, slice_width)
-    return jnp.einsum("bks,ks->bk", slices, kernel) + bias
+    slices = features.reshape(batch, self.bits, slice_width).astype(self.dtype)
+    return jnp.einsum("bks,ks->bk", slices, kernel.astype(self.dtype)) + bias.astype(self.dtype)
 
 
 OUTPUTS = {"none": lambda x: x, "tanh": jnp.tanh, "sigmoid": nn.sigmoid}
@@ -143,11 +148,15 @@ class HashNet(nn.Module):
   def __call__(self, images: jnp.ndarray, train: bool = False, with_logits: bool = False):
     x = (images.astype(jnp.float32) - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
     features = self.backbone(x)
-    codes = OUTPUTS[self.output](self.head(features))
+    # The output activation, the loss and the optimizer work in float32 whatever the compute
+    # dtype of the backbone and head (mixed precision).
+    codes = OUTPUTS[self.output](self.head(features).astype(jnp.float32))
     if train and self.output == "sigmoid" and self.quantize_eps > 0:
       codes = piecewise_threshold(codes, self.quantize_eps)
     # The class output is always built when configured, so that `init` creates its parameters.
-    logits = nn.Dense(self.num_classes, name="classes")(features) if self.num_classes else None
+    logits = None
+    if self.num_classes:
+      logits = nn.Dense(self.num_classes, name="classes")(features.astype(jnp.float32))
     return (codes, logits) if with_logits else codes
 
   @property
@@ -185,7 +194,8 @@ def apply_triplets(
   raise UserError(f"triplet apply mode {mode!r} is unknown; choose one of {list(TRIPLET_APPLY)}.")
 
 
-# Backbone constructors: name -> (model config -> (module, number of features it outputs)).
+# Backbone constructors: name -> ((model config, compute dtype) -> (module, number of features
+# it outputs)).
 # `features_per_bit` > 0 sizes the feature layer as features_per_bit * bits (DNNH: 50), so that
 # divide-and-encode gets equal slices; 0 keeps the backbone's own size (DSH: 500).
 NIN_WIDTHS = {"nin": (96, 256, 384, 1024), "nin-narrow": (32, 64, 96, 256)}
@@ -196,21 +206,22 @@ def _feature_width(model_config, default: int) -> int:
   return per_bit * model_config.bits if per_bit > 0 else default
 
 
-def _dsh_backbone(model_config) -> tuple[nn.Module, int]:
+def _dsh_backbone(model_config, dtype) -> tuple[nn.Module, int]:
   hidden = _feature_width(model_config, DSHBackbone.hidden)
-  return DSHBackbone(hidden=hidden), hidden
+  return DSHBackbone(hidden=hidden, dtype=dtype), hidden
 
 
 def _nin_backbone(widths: Sequence[int]):
-  def build(model_config) -> tuple[nn.Module, int]:
+  def build(model_config, dtype) -> tuple[nn.Module, int]:
     features = _feature_width(model_config, 50 * model_config.bits)
-    return NINBackbone(widths=widths, features=features), features
+    return NINBackbone(widths=widths, features=features, dtype=dtype), features
 
   return build
 
 
 BACKBONES = {"dsh": _dsh_backbone, **{name: _nin_backbone(w) for name, w in NIN_WIDTHS.items()}}
 HEADS = {"fc": FCHead, "dae": DivideAndEncodeHead}
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def build_model(
@@ -220,7 +231,9 @@ def build_model(
   num_classes: int = 0,
 ) -> HashNet:
   """Builds a `HashNet` from `config.model` (fields `backbone`, `head`, `bits`, `output`, and
-  optionally `features_per_bit`, `quantize_eps`); `num_classes` > 0 adds a class output."""
+  optionally `features_per_bit`, `quantize_eps`, `dtype`); `num_classes` > 0 adds a class
+  output. `dtype` "bfloat16" computes the backbone and head in bfloat16 (mixed precision:
+  parameters, outputs, loss and optimizer state stay float32)."""
   for field, table in (("backbone", BACKBONES), ("head", HEADS)):
     if model_config[field] not in table:
       raise UserError(
@@ -233,7 +246,12 @@ def build_model(
   bits = model_config.bits
   if bits <= 0:
     raise UserError(f"config.model.bits={bits} must be a positive number of bits.")
-  backbone, features = BACKBONES[model_config.backbone](model_config)
+  dtype = model_config.get("dtype", "float32")
+  if dtype not in COMPUTE_DTYPES:
+    raise UserError(
+      f"config.model.dtype={dtype!r} is unknown; choose one of {sorted(COMPUTE_DTYPES)}."
+    )
+  backbone, features = BACKBONES[model_config.backbone](model_config, COMPUTE_DTYPES[dtype])
   if model_config.head == "dae" and features % bits:
     raise UserError(
       f"divide-and-encode splits the {features} features of backbone "
@@ -245,7 +263,7 @@ def build_model(
     raise UserError(f"config.model.quantize_eps={eps} must be in [0, 0.5) (0 disables it).")
   return HashNet(
     backbone=backbone,
-    head=HEADS[model_config.head](bits=bits),
+    head=HEADS[model_config.head](bits=bits, dtype=COMPUTE_DTYPES[dtype]),
     output=model_config.output,
     pixel_mean=tuple(float(m) for m in pixel_mean),
     pixel_std=tuple(float(s) for s in pixel_std),

@@ -116,8 +116,18 @@ def make_objective(
   return Objective("labeled", in_batch)
 
 
+def gather(arrays: dict, indices):
+  """The batch of training-set rows `indices` from `arrays` (numpy on the host, or device arrays
+  inside a jitted step): indices `[B]` take those rows of every array; triplet indices
+  `[3, B]` give `images` `[3, B, H, W, C]` only."""
+  if indices.ndim == 2:
+    return {"images": arrays["images"][indices]}
+  return {name: array[indices] for name, array in arrays.items()}
+
+
 class Batches:
-  """The training batches of an objective: `batches(step)` -> dict of numpy arrays.
+  """The training batches of an objective: `batches(step)` -> dict of numpy arrays, which is
+  `gather(batches.arrays, batches.indices(step))`.
 
   Args:
     batch_kind: `Objective.batch_kind`.
@@ -138,7 +148,10 @@ class Batches:
   ):
     if (batch_kind == "targets") != (targets is not None):
       raise ValueError("targets are given exactly for the 'targets' batch kind")
-    self._images, self._labels, self._seed, self._targets = images, labels, seed, targets
+    self.arrays = {"images": images, "labels": labels}
+    if targets is not None:
+      self.arrays["targets"] = targets
+    self._seed = seed
     self._triplets = sampling.TripletSampler(labels, seed) if batch_kind == "triplets" else None
     # One epoch = one pass over the images (over the usable anchors, for triplets).
     epoch_size = images.shape[0] if self._triplets is None else self._triplets.anchors.size
@@ -147,12 +160,12 @@ class Batches:
     # Images the network sees per step (for images/s).
     self.images_per_step = self.batch_size * (3 if self._triplets is not None else 1)
 
-  def __call__(self, step: int) -> dict[str, np.ndarray]:
+  def indices(self, step: int) -> np.ndarray:
+    """Training-set rows of `step`: `[B]`, or `[3, B]` (anchor, positive, negative) triplets."""
     if self._triplets is not None:
-      triplets = self._triplets(step, self.batch_size)  # [B, 3]
-      return {"images": self._images[triplets.T]}  # [3, B, H, W, C]
-    batch = sampling.batch_indices(self._seed, step, self._images.shape[0], self.batch_size)
-    arrays = {"images": self._images[batch], "labels": self._labels[batch]}
-    if self._targets is not None:
-      arrays["targets"] = self._targets[batch]
-    return arrays
+      return self._triplets(step, self.batch_size).T
+    num_images = self.arrays["images"].shape[0]
+    return sampling.batch_indices(self._seed, step, num_images, self.batch_size)
+
+  def __call__(self, step: int) -> dict[str, np.ndarray]:
+    return gather(self.arrays, self.indices(step))

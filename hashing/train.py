@@ -32,6 +32,7 @@ from hashing import (
   models,
   objectives,
   optim,
+  parallel,
   protocols,
   report,
   search,
@@ -86,6 +87,28 @@ def pixel_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return mean, std
 
 
+def _step_function(
+  objective: objectives.Objective,
+  optimizer: optax.GradientTransformation,
+  augment_config: ml_collections.ConfigDict,
+):
+  """The un-jitted train step of `make_train_step`."""
+
+  def step(params, opt_state, batch, key, hyper):
+    images = batch["images"]
+    flat = images.reshape(-1, *images.shape[-3:])
+    flat = augment.random_flip_and_crop(
+      key, flat, flip=augment_config.flip, crop_padding=augment_config.crop_padding
+    )
+    batch = {**batch, "images": flat.reshape(images.shape)}
+    loss, grads = jax.value_and_grad(objective.loss)(params, batch, hyper)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    updates = jax.tree.map(lambda u: hyper["learning_rate"] * u, updates)
+    return optax.apply_updates(params, updates), opt_state, loss, optax.tree.norm(grads)
+
+  return step
+
+
 def make_train_step(
   objective: objectives.Objective,
   optimizer: optax.GradientTransformation,
@@ -101,20 +124,50 @@ def make_train_step(
   `optim.make_optimizer`). `members` > 1 vmaps the step over a leading axis of every argument:
   that many runs with their own parameters, batches, keys and hyperparameters at once.
   """
-
-  def step(params, opt_state, batch, key, hyper):
-    images = batch["images"]
-    flat = images.reshape(-1, *images.shape[-3:])
-    flat = augment.random_flip_and_crop(
-      key, flat, flip=augment_config.flip, crop_padding=augment_config.crop_padding
-    )
-    batch = {**batch, "images": flat.reshape(images.shape)}
-    loss, grads = jax.value_and_grad(objective.loss)(params, batch, hyper)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    updates = jax.tree.map(lambda u: hyper["learning_rate"] * u, updates)
-    return optax.apply_updates(params, updates), opt_state, loss, optax.tree.norm(grads)
-
+  step = _step_function(objective, optimizer, augment_config)
   return jax.jit(step if members == 1 else jax.vmap(step))
+
+
+def make_train_chunk(
+  objective: objectives.Objective,
+  optimizer: optax.GradientTransformation,
+  augment_config: ml_collections.ConfigDict,
+  members: int = 1,
+  data_axes=None,
+):
+  """Returns the jitted `chunk(params, opt_state, data, indices, keys, hyper) -> (params,
+  opt_state, losses [T], grad_norms [T])`: T train steps in one `lax.scan`, each gathering its
+  batch from the device-resident training arrays `data` (`Batches.arrays`) by its row indices
+  (`indices` `[T, ...]` from `Batches.indices`, `keys` `[T]`), so that nothing crosses from the
+  host during the chunk. `members` > 1 vmaps over runs; `data_axes` says which `data` arrays
+  are per run (e.g. `{"images": None, "labels": None, "targets": 0}`).
+  """
+  step = _step_function(objective, optimizer, augment_config)
+
+  def chunk(params, opt_state, data, indices, keys, hyper):
+    def body(carry, xs):
+      row_indices, key = xs
+      params, opt_state, loss, grad_norm = step(
+        *carry, objectives.gather(data, row_indices), key, hyper
+      )
+      return (params, opt_state), (loss, grad_norm)
+
+    (params, opt_state), (losses, norms) = jax.lax.scan(body, (params, opt_state), (indices, keys))
+    return params, opt_state, losses, norms
+
+  if members > 1:
+    chunk = jax.vmap(chunk, in_axes=(0, 0, data_axes, 0, 0, 0))
+  return jax.jit(chunk)
+
+
+def scan_steps(config: ml_collections.ConfigDict) -> int:
+  """Train steps per jitted call: `config.train.scan_steps`, or when 0 the backend's faster
+  choice: 1 on CPU (a Python loop over a jitted step measured ~20x faster than `lax.scan`
+  there), `train.log_every` on accelerators (the whole chunk stays on the device)."""
+  steps = config.train.get("scan_steps", 0)
+  if steps > 0:
+    return steps
+  return 1 if jax.default_backend() == "cpu" else max(1, config.train.log_every)
 
 
 def _records_up_to(metrics_path: str, step: int) -> list[str]:
@@ -288,11 +341,11 @@ def evaluate_codes(
   database_codes: np.ndarray,
   labels: np.ndarray,
   split: protocols.Split,
-  workdir: str,
+  workdir: str | None,
 ) -> dict:
   """Evaluates real-valued codes, query `[Q, q]` and database `[N, q]` (a bit is code > 0),
   against the pooled multi-hot `labels` `[pooled, L]`; writes `codes.npz` (packed codes and
-  labels) and returns `metrics.evaluate`'s dict."""
+  labels) unless `workdir` is None, and returns `metrics.evaluate`'s dict."""
   packed = {
     "query_codes": metrics.pack_codes(query_codes),
     "database_codes": metrics.pack_codes(database_codes),
@@ -301,7 +354,8 @@ def evaluate_codes(
     # The real values before binarisation (minus the threshold), for the reports' histograms.
     "query_values": np.asarray(query_codes, np.float32),
   }
-  hio.write_npz(os.path.join(workdir, "codes.npz"), **packed)
+  if workdir is not None:
+    hio.write_npz(os.path.join(workdir, "codes.npz"), **packed)
   return metrics.evaluate(
     packed["query_codes"],
     packed["database_codes"],
@@ -319,9 +373,10 @@ def evaluate_model(
   params,
   pooled: data.LabeledImages,
   split: protocols.Split,
-  workdir: str,
+  workdir: str | None,
 ) -> dict:
-  """Encodes query and database, writes `codes.npz`, returns `metrics.evaluate`'s dict."""
+  """Encodes query and database, writes `codes.npz` (unless `workdir` is None), returns
+  `metrics.evaluate`'s dict."""
   query_codes, database_codes = encode_split(
     lambda images: models.encode(model, params, images, config.eval.batch_size),
     pooled.images,
@@ -475,7 +530,22 @@ def _train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -
     params = model.init(init_key, jnp.asarray(train_images[:1]))
     states.append({"params": params, "opt_state": optimizer.init(params)})
   hyper = _stack([objectives.hyperparameters(c) for c in configs], stacked)
-  step_fn = make_train_step(objective, optimizer, config.augment, count)
+  # Several devices: the batch split over them, the state replicated (hashing/parallel.py).
+  mesh = parallel.data_mesh(config, batches[0].batch_size)
+  batch_axis = (objective.batch_kind == "triplets") + stacked  # [K?, 3?, B, ...]
+  chunk_steps = scan_steps(config)
+  if chunk_steps == 1:  # a Python loop over a jitted step, batches gathered on the host
+    step_fn = make_train_step(objective, optimizer, config.augment, count)
+  else:  # chunks of steps in one lax.scan, the training arrays resident on the device
+    per_run = ("targets",)  # stage-1 codes depend on the run's seed; images and labels do not
+    data_axes = {name: 0 if name in per_run else None for name in batches[0].arrays}
+    chunk_fn = make_train_chunk(objective, optimizer, config.augment, count, data_axes)
+    data = {
+      name: _stack([b.arrays[name] for b in batches], stacked)
+      if name in per_run
+      else jax.device_put(array)
+      for name, array in batches[0].arrays.items()
+    }
 
   checkpointers = [checkpoint.Checkpointer(w) for w in workdirs]
   # Runs trained together save at the same steps; resume all from the newest common one.
@@ -483,12 +553,19 @@ def _train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -
   if start_step:
     states = [c.restore(start_step, s) for c, s in zip(checkpointers, states, strict=True)]
   state = _stack(states, stacked)
+  if mesh is not None:
+    state = parallel.replicate(state, mesh)
+    if chunk_steps > 1:
+      data = parallel.replicate(data, mesh)
   metrics_paths = [os.path.join(w, "metrics.jsonl") for w in workdirs]
   for path in metrics_paths:
     hio.write_text(path, "".join(_records_up_to(path, start_step)))
 
   log_every = max(1, min(config.train.log_every, total_steps))
   save_every = max(1, config.train.checkpoint_every)
+  # eval.every > 0: mAP of the model every that many steps into metrics.jsonl (a learning
+  # curve for time-to-mAP comparisons); results.json still reports the final model only.
+  eval_every, eval_seconds = config.eval.get("every", 0), 0.0
   window, window_start, window_first_step = [], time.perf_counter(), start_step
   mean_loss = np.full(count, np.nan)
   start = time.perf_counter()
@@ -500,23 +577,52 @@ def _train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -
     disable=None,
     mininterval=1,
   )
-  for step in range(start_step, total_steps):
-    batch = _stack([b(step) for b in batches], stacked)
-    key = _stack([jax.random.fold_in(augment_key, step) for _, augment_key in keys], stacked)
-    state["params"], state["opt_state"], loss, grad_norm = step_fn(
-      state["params"], state["opt_state"], batch, key, hyper
-    )
+  step = start_step
+  while step < total_steps:
+    # Up to the next step that logs, saves, evaluates or ends: chunks never straddle one.
+    stops = [
+      total_steps,
+      (step // log_every + 1) * log_every,
+      (step // save_every + 1) * save_every,
+    ]
+    stops += [(step // eval_every + 1) * eval_every] if eval_every else []
+    span = range(step, min(step + chunk_steps, *stops))
+    if chunk_steps == 1:
+      batch = _stack([b(step) for b in batches], stacked)
+      key = _stack([jax.random.fold_in(augment_key, step) for _, augment_key in keys], stacked)
+      if mesh is not None:
+        batch, key = parallel.shard(batch, mesh, batch_axis), parallel.replicate(key, mesh)
+      state["params"], state["opt_state"], loss, grad_norm = step_fn(
+        state["params"], state["opt_state"], batch, key, hyper
+      )
+    else:
+      indices = _stack([np.stack([b.indices(s) for s in span]) for b in batches], stacked)
+      fold = jax.vmap(jax.random.fold_in, in_axes=(None, 0))
+      steps = jnp.arange(span.start, span.stop)
+      chunk_keys = _stack([fold(augment_key, steps) for _, augment_key in keys], stacked)
+      if mesh is not None:  # indices [K?, T, 3?, B]
+        indices = parallel.shard(indices, mesh, batch_axis + 1)
+        chunk_keys = parallel.replicate(chunk_keys, mesh)
+      state["params"], state["opt_state"], loss, grad_norm = chunk_fn(
+        state["params"], state["opt_state"], data, indices, chunk_keys, hyper
+      )
     window.append((loss, grad_norm))
-    done = step + 1
+    step = done = span.stop
     is_log, is_save = (
       done % log_every == 0 or done == total_steps,
       done % save_every == 0 or done == total_steps,
     )
-    if not (is_log or is_save):
+    is_eval = eval_every > 0 and done % eval_every == 0 and done < total_steps
+    if not (is_log or is_save or is_eval):
       continue
-    # [steps, runs, (loss, grad_norm)]
-    values = np.asarray(jax.device_get(window), dtype=np.float64).reshape(len(window), 2, count)
-    values = values.transpose(0, 2, 1)
+    # [steps, runs, (loss, grad_norm)]: each window entry holds one step or one chunk
+    values = np.concatenate(
+      [
+        np.stack([np.reshape(lo, (count, -1)), np.reshape(gn, (count, -1))], axis=-1)
+        for lo, gn in jax.device_get(window)
+      ],
+      axis=1,
+    ).transpose(1, 0, 2)
     for k in range(count):
       _check_finite(values[:, k], window_first_step, checkpointers[k])
     if is_log:
@@ -528,20 +634,29 @@ def _train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -
           "epoch": done / steps_per_epoch,
           "loss": float(mean_loss[k]),
           "grad_norm": float(values[-1, k, 1]),
-          "learning_rate": float(c.train.learning_rate * schedule(step)),
+          "learning_rate": float(c.train.learning_rate * schedule(done - 1)),
           # Images of this run per second (runs trained together share the time).
-          "images_per_sec": len(window) * batches[k].images_per_step / (now - window_start),
-          "seconds": now - start,
+          "images_per_sec": len(values) * batches[k].images_per_step / (now - window_start),
+          "seconds": now - start - eval_seconds,  # of training, without evaluations
         }
         hio.append_jsonl(metrics_paths[k], record)
       bar.set_postfix(loss=f"{mean_loss[0]:.4f}", img_s=f"{record['images_per_sec']:.0f}")
-      bar.update(len(window))
+      bar.update(len(values))
       window, window_start, window_first_step = [], now, done
-    if is_save:  # after the metrics line, so that a resume never loses the line of its step
+    if is_eval:  # before the checkpoint, so that a resume never loses the line of its step
+      eval_start = time.perf_counter()
+      for k, c in enumerate(configs):
+        params = _member(state["params"], k, stacked)
+        evaluation = evaluate_model(c, model, params, pooled, split, None)
+        record = {"step": done, "seconds": eval_start - start - eval_seconds}
+        hio.append_jsonl(metrics_paths[k], {**record, "eval_map": evaluation["map"]})
+      eval_seconds += time.perf_counter() - eval_start
+      window_start += time.perf_counter() - eval_start  # images/s counts training only
+    if is_save:  # after the metrics lines, so that a resume never loses the line of its step
       for k, checkpointer in enumerate(checkpointers):
         checkpointer.save(done, _member(state, k, stacked))
   bar.close()
-  train_seconds = time.perf_counter() - start
+  train_seconds = time.perf_counter() - start - eval_seconds
   results = []
   for k, (c, workdir) in enumerate(zip(configs, workdirs, strict=True)):
     checkpointers[k].close()

@@ -60,6 +60,7 @@ def test_output_activation_bounds(output, low, high):
     ("head", "magic", "head"),
     ("bits", 0, "positive"),
     ("output", "relu", "output"),
+    ("dtype", "float16", "dtype"),
   ],
 )
 def test_bad_model_config_is_a_user_error(field, value, message):
@@ -137,3 +138,20 @@ def test_piecewise_threshold_values_gradient_and_use_in_training_only():
   )
   # encode centres on the 0.5 threshold: a bit is set where the encoded value is > 0.
   np.testing.assert_allclose(models.encode(model, params, images, 4), test_codes - 0.5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, arg", [("dsh", "bits=16"), ("dnnh", "bits=16")])
+def test_bfloat16_compute_keeps_float32_parameters_and_outputs_close_to_float32(name, arg):
+  config = load_config(name, arg)
+  images = np.random.default_rng(5).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+  model32 = models.build_model(config.model, [120.0] * 3, [60.0] * 3)
+  params = model32.init(jax.random.key(0), images)
+  config.model.dtype = "bfloat16"
+  model16 = models.build_model(config.model, [120.0] * 3, [60.0] * 3)
+  chex.assert_trees_all_equal_shapes_and_dtypes(model16.init(jax.random.key(0), images), params)
+  assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype(np.float32)}
+  codes32, codes16 = model32.apply(params, images), model16.apply(params, images)
+  assert codes16.dtype == np.float32
+  scale = np.abs(codes32).max()
+  np.testing.assert_allclose(codes16, codes32, atol=0.05 * scale)
+  assert not np.array_equal(codes16, codes32)  # it did compute in bfloat16
