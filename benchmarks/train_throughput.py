@@ -2,7 +2,7 @@
 
   python benchmarks/train_throughput.py [--batch 128] [--bits 48] [--steps 30] [--rounds 3]
 
-Measures the jitted JAX train step of `hashing.train.make_train_step` (Adam, no augmentation,
+Measures the jitted JAX train step of `hashing.steps.make_train_step` (Adam, no augmentation,
 uint8 CIFAR-sized input) and, when PyTorch is installed, the same network, loss and optimizer
 in PyTorch eager mode, in the same process, alternating rounds so that both see the same
 machine load. Prints images/s of each and the ratio JAX / PyTorch (> 1: JAX is faster). The
@@ -24,7 +24,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hashing import models, objectives, optim, train  # noqa: E402
+from hashing import models, objectives, optim, steps  # noqa: E402
 
 
 def load_dsh_config(bits: int, batch: int):
@@ -43,7 +43,7 @@ def jax_runner(images, labels, bits):
   optimizer = optim.make_optimizer(config.train, 10_000)
   params = model.init(jax.random.key(0), images[:1])
   state = {"params": params, "opt": optimizer.init(params)}
-  step = train.make_train_step(objectives.make_objective(config, model), optimizer, config.augment)
+  step = steps.make_train_step(objectives.make_objective(config, model), optimizer, config.augment)
   hyper = objectives.hyperparameters(config)
   key, batch = jax.random.key(1), {"images": images, "labels": labels}
 

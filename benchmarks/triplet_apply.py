@@ -23,7 +23,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hashing import models, objectives, optim, train  # noqa: E402
+from hashing import models, objectives, optim, steps  # noqa: E402
 
 
 def dnnh_config(arg: str):
@@ -43,7 +43,7 @@ def step_runner(backbone: str, mode: str, images: np.ndarray, bits: int):
   optimizer = optim.make_optimizer(config.train, 10_000)
   params = model.init(jax.random.key(0), images[0, :1])
   state = {"params": params, "opt": optimizer.init(params)}
-  step = train.make_train_step(objectives.make_objective(config, model), optimizer, config.augment)
+  step = steps.make_train_step(objectives.make_objective(config, model), optimizer, config.augment)
   hyper = objectives.hyperparameters(config)
   key, batch = jax.random.key(1), {"images": images}
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import load_config
 
-from hashing import data, models, objectives, optim, train
+from hashing import data, models, objectives, optim, steps, train
 from hashing.errors import UserError
 
 
@@ -58,7 +58,7 @@ def test_dnnh_step_compiles_once_and_lowers_the_loss(embedded, sampling):
   optimizer = optim.make_optimizer(config.train, 10)
   params = model.init(jax.random.key(0), images[:1])
   state = optimizer.init(params)
-  step = train.make_train_step(objective, optimizer, config.augment)
+  step = steps.make_train_step(objective, optimizer, config.augment)
   hyper = objectives.hyperparameters(config)
   losses = []
   for i in range(10):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import CIFAR10_DIR, ROOT, load_config, needs_cifar10
 
-from hashing import metrics, models, objectives, optim, train
+from hashing import metrics, models, objectives, optim, steps, train
 from hashing.errors import UserError
 
 
@@ -95,7 +95,7 @@ def test_train_step_compiles_once_and_lowers_the_loss():
   params = model.init(jax.random.key(0), images)
   state = optimizer.init(params)
   config.augment.crop_padding, config.augment.flip = 0, False
-  step = train.make_train_step(objectives.make_objective(config, model), optimizer, config.augment)
+  step = steps.make_train_step(objectives.make_objective(config, model), optimizer, config.augment)
   hyper = objectives.hyperparameters(config)
   first = None
   batch = {"images": images, "labels": labels}
