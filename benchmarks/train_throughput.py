@@ -14,46 +14,16 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import pathlib
-import sys
-import time
 
 import jax
 import numpy as np
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from hashing import models, objectives, optim, steps  # noqa: E402
-
-
-def load_dsh_config(bits: int, batch: int):
-  spec = importlib.util.spec_from_file_location("dsh_config", ROOT / "configs" / "dsh.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(f"bits={bits},data=cifar10-dnnh")
-  config.train.batch_size = batch
-  config.augment.flip, config.augment.crop_padding = False, 0
-  return config
+from timing import PIXEL_MEAN, PIXEL_STD, best_seconds, load_config, step_runner
 
 
 def jax_runner(images, labels, bits):
-  config = load_dsh_config(bits, images.shape[0])
-  model = models.build_model(config.model, [125.0, 123.0, 114.0], [63.0, 62.0, 66.0])
-  optimizer = optim.make_optimizer(config.train, 10_000)
-  params = model.init(jax.random.key(0), images[:1])
-  state = {"params": params, "opt": optimizer.init(params)}
-  step = steps.make_train_step(objectives.make_objective(config, model), optimizer, config.augment)
-  hyper = objectives.hyperparameters(config)
-  key, batch = jax.random.key(1), {"images": images, "labels": labels}
-
-  def run(num_steps):
-    for _ in range(num_steps):
-      params, opt = state["params"], state["opt"]
-      state["params"], state["opt"], loss, _ = step(params, opt, batch, key, hyper)
-    loss.block_until_ready()
-
-  return run
+  config = load_config("dsh", f"bits={bits},data=cifar10-dnnh")
+  config.train.batch_size = images.shape[0]
+  return step_runner(config, {"images": images, "labels": labels})
 
 
 def torch_runner(images, labels, bits):
@@ -78,8 +48,8 @@ def torch_runner(images, labels, bits):
   optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
   x_uint8 = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
   y = torch.from_numpy(labels).float()
-  mean = torch.tensor([125.0, 123.0, 114.0]).view(1, 3, 1, 1)
-  std = torch.tensor([63.0, 62.0, 66.0]).view(1, 3, 1, 1)
+  mean = torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1)
+  std = torch.tensor(PIXEL_STD).view(1, 3, 1, 1)
   margin, alpha, batch = 2.0 * bits, 0.01, images.shape[0]
 
   def run(num_steps):
@@ -112,14 +82,7 @@ def main():
   runners = {"jax": jax_runner(images, labels, args.bits)}
   if importlib.util.find_spec("torch") is not None:
     runners["torch"] = torch_runner(images, labels, args.bits)
-  for run in runners.values():
-    run(3)  # compile / warm up
-  best = {name: float("inf") for name in runners}
-  for _ in range(args.rounds):  # alternate, keep each one's best round
-    for name, run in runners.items():
-      start = time.perf_counter()
-      run(args.steps)
-      best[name] = min(best[name], time.perf_counter() - start)
+  best = best_seconds(runners, args.steps, args.rounds)
   images_per_sec = {name: args.steps * args.batch / t for name, t in best.items()}
   for name, value in images_per_sec.items():
     print(f"{name:>6}: {value:8.0f} images/s (batch {args.batch}, {args.bits} bits)")

@@ -1,0 +1,67 @@
+"""Shared pieces of the benchmark scripts: a real config loaded by path, a runner of the
+project's jitted train step, and best-of-rounds timing that alternates the contestants so that
+they all see the same machine load."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import sys
+import time
+from collections.abc import Callable
+
+import jax
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hashing import models, objectives, optim, steps  # noqa: E402
+
+# CIFAR-10-like per-channel input statistics for the models of the benchmarks.
+PIXEL_MEAN, PIXEL_STD = [125.0, 123.0, 114.0], [63.0, 62.0, 66.0]
+
+
+def load_config(name: str, arg: str):
+  """`configs/<name>.py`'s config for `arg`, with augmentation off (fixed batches)."""
+  spec = importlib.util.spec_from_file_location(f"{name}_config", ROOT / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg)
+  config.augment.flip, config.augment.crop_padding = False, 0
+  return config
+
+
+def step_runner(config, batch: dict) -> Callable[[int], None]:
+  """`run(num_steps)`: the jitted train step of `config` (Adam etc. as configured) applied
+  `num_steps` times to the fixed `batch` (a `Batches` dict)."""
+  model = models.build_model(config.model, PIXEL_MEAN, PIXEL_STD)
+  optimizer = optim.make_optimizer(config.train, 10_000)
+  first = batch["images"].reshape(-1, *batch["images"].shape[-3:])[:1]
+  params = model.init(jax.random.key(0), first)
+  state = {"params": params, "opt": optimizer.init(params)}
+  step = steps.make_train_step(objectives.make_objective(config, model), optimizer, config.augment)
+  hyper, key = objectives.hyperparameters(config), jax.random.key(1)
+
+  def run(num_steps):
+    for _ in range(num_steps):
+      params, opt = state["params"], state["opt"]
+      state["params"], state["opt"], loss, _ = step(params, opt, batch, key, hyper)
+    loss.block_until_ready()
+
+  return run
+
+
+def best_seconds(
+  runners: dict[str, Callable[[int], None]], num_steps: int, rounds: int, warmup: int = 2
+) -> dict[str, float]:
+  """Each runner's best time for `num_steps` over `rounds` alternating rounds, after warm-up
+  (compilation) steps."""
+  for run in runners.values():
+    run(warmup)
+  best = {name: float("inf") for name in runners}
+  for _ in range(rounds):
+    for name, run in runners.items():
+      start = time.perf_counter()
+      run(num_steps)
+      best[name] = min(best[name], time.perf_counter() - start)
+  return best
