@@ -12,9 +12,10 @@ the sweep's own DSH run: `baselines:method=itq,features=model:{workdir}/dsh-seed
 entries run after all the others.
 
 Each run trains into `<workdir>/<name>` (e.g. `loss.alpha=0.1,seed=1`) exactly as `launch.py`
-would; a finished run is skipped on restart. `sweep.json` records the runs; `table.md`
-lists every run and `summary.md` gives the mean and spread over seeds. `report(workdir)`
-rebuilds both and the plots from the saved results without training.
+would; a finished run is skipped on restart. Runs go one after another, in parallel processes,
+or (`vmap`) several at once in one vmapped step. `sweep.json` records the runs; `table.md`
+lists every run and `summary.md` gives the papers' layout and the mean and spread over seeds.
+`report_workdir(workdir)` rebuilds them and the plots from the saved results without training.
 """
 
 from __future__ import annotations
