@@ -207,7 +207,9 @@ def claim_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     with open(path) as f:
       saved = _flatten(json.load(f))
     now = _flatten(current)
-    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    # Fields a newer version added (absent from the saved config) do not count: a run started
+    # by an older version stays resumable and readable.
+    changed = sorted(k for k in saved if saved[k] != now.get(k))
     if changed:
       key = changed[0]
       raise UserError(

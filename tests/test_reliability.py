@@ -76,6 +76,19 @@ def test_workdir_of_another_config_is_refused(tmp_path):
     train.train_and_evaluate(config, str(tmp_path))
 
 
+def test_workdir_of_an_older_version_without_newer_fields_is_accepted(tmp_path):
+  config = load_config("dsh", "bits=8,smoke")
+  train.claim_workdir(config, str(tmp_path))
+  saved = json.load(open(tmp_path / "config.json"))
+  del saved["model"]["dtype"], saved["train"]["scan_steps"]  # fields a later version added
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  train.claim_workdir(config, str(tmp_path))  # no error
+  saved["model"]["bits"] = 16  # a real difference still counts
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  with pytest.raises(UserError, match="model.bits"):
+    train.claim_workdir(config, str(tmp_path))
+
+
 def test_finished_run_is_not_trained_again(tmp_path):
   config = load_config("dsh", "bits=8,smoke")
   [first] = train.train_and_evaluate(config, str(tmp_path))
