@@ -4,7 +4,6 @@ they all see the same machine load."""
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import sys
 import time
@@ -15,19 +14,18 @@ import jax
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hashing import models, objectives, optim, steps  # noqa: E402
+from hashing import models, objectives, optim, steps, sweeps  # noqa: E402
 
 # CIFAR-10-like per-channel input statistics for the models of the benchmarks.
 PIXEL_MEAN, PIXEL_STD = [125.0, 123.0, 114.0], [63.0, 62.0, 66.0]
 
 
-def load_config(name: str, arg: str):
-  """`configs/<name>.py`'s config for `arg`, with augmentation off (fixed batches)."""
-  spec = importlib.util.spec_from_file_location(f"{name}_config", ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
-  config.augment.flip, config.augment.crop_padding = False, 0
+def load_config(name: str, arg: str, augment: bool = False):
+  """`configs/<name>.py`'s config for `arg`; augmentation off unless `augment` (fixed batches
+  for step timings)."""
+  config = sweeps.load_config(str(ROOT / "configs"), f"{name}:{arg}")
+  if not augment:
+    config.augment.flip, config.augment.crop_padding = False, 0
   return config
 
 

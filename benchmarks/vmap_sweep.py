@@ -11,28 +11,20 @@ ratio is what a user of `launch.py --vmap` gets. The last line is one JSON objec
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import pathlib
-import sys
 import tempfile
 import time
 
 import jax
+from timing import load_config
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from hashing import train  # noqa: E402
+from hashing import train  # noqa: E402 (importable once timing put the project on sys.path)
 
 
 def dsh_configs(runs: int, steps: int, bits: int, batch: int):
-  spec = importlib.util.spec_from_file_location("dsh_config", ROOT / "configs" / "dsh.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
   configs = []
   for k in range(runs):
-    config = module.get_config(f"bits={bits}")
+    config = load_config("dsh", f"bits={bits}", augment=True)
     config.seed, config.data.split_seed = k, 0
     config.loss.alpha = (0.0, 0.01, 0.1, 1.0)[k % 4]
     config.train.learning_rate = (1e-3, 3e-4)[k // 4 % 2]

@@ -14,7 +14,9 @@ length; head: several), backbone=dsh|nin-narrow|nin, seeds=<n>, smoke. Writes ta
 summary.md (mean ± std over seeds per setting) and plots per bit length.
 """
 
-from hashing import config_args
+import pathlib
+
+from hashing import config_args, sweeps
 
 STUDIES = ("head", "output", "margin", "triplets", "quantize", "bits")
 ARGUMENTS = {
@@ -36,10 +38,6 @@ def _args(arg):
 
 def get_config(arg=None):
   """The base config of the study: DNNH or DSH with the shared arguments."""
-  import pathlib
-
-  from hashing import sweeps
-
   args = _args(arg)
   method = "dnnh" if args["study"] in ("head", "triplets", "quantize") else "dsh"
   shared = [
@@ -47,8 +45,8 @@ def get_config(arg=None):
     "bits=" + "/".join(str(b) for b in args["bits"]),
     f"backbone={args['backbone']}",
   ]
-  path = str(pathlib.Path(__file__).with_name(f"{method}.py"))
-  return sweeps.load_config_module(path).get_config(",".join(shared + ["smoke"] * args["smoke"]))
+  arg = ",".join(shared + ["smoke"] * args["smoke"])
+  return sweeps.load_config(str(pathlib.Path(__file__).parent), f"{method}:{arg}")
 
 
 def get_sweep(arg=None):

@@ -13,7 +13,9 @@ cnnh+, lsh, itq, itq-features = ITQ on the backbone features of the DSH run), sm
 Writes table.md (every run), summary.md (mean ± std over seeds) and per-bit-length plots.
 """
 
-from hashing import config_args
+import pathlib
+
+from hashing import config_args, sweeps
 
 # itq-features: ITQ on the backbone features of the sweep's own DSH run of the same seed.
 METHODS = ("dsh", "dnnh", "cnnh", "cnnh+", "lsh", "itq", "itq-features")
@@ -40,21 +42,13 @@ def _args(arg):
 def get_config(arg=None):
   """The base config of the sweep (DSH); every entry of get_sweep names its own config."""
   args = _args(arg)
-  return _load("dsh", f"{_shared(args)},backbone={args['backbone']}")
+  folder = str(pathlib.Path(__file__).parent)
+  return sweeps.load_config(folder, f"dsh:{_shared(args)},backbone={args['backbone']}")
 
 
 def _shared(args) -> str:
   shared = [f"data={args['data']}", "bits=" + "/".join(str(b) for b in args["bits"])]
   return ",".join(shared + (["smoke"] if args["smoke"] else []))
-
-
-def _load(name, arg):
-  import pathlib
-
-  from hashing import sweeps
-
-  path = str(pathlib.Path(__file__).with_name(f"{name}.py"))
-  return sweeps.load_config_module(path).get_config(arg)
 
 
 def get_sweep(arg=None):

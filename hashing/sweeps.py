@@ -48,6 +48,12 @@ def load_config_module(path: str):
   return module
 
 
+def load_config(config_dir: str, spec: str) -> ml_collections.ConfigDict:
+  """The config `<config_dir>/<name>.py` gives for `spec` = "name[:argument]"."""
+  name, _, arg = spec.partition(":")
+  return load_config_module(os.path.join(config_dir, name + ".py")).get_config(arg or None)
+
+
 def split_config_spec(spec: str) -> tuple[str, str | None]:
   """`configs/dsh.py:bits=48` -> (`configs/dsh.py`, `bits=48`); no argument -> None."""
   path, sep, arg = spec.partition(".py:")
@@ -88,8 +94,7 @@ def apply_overrides(
   if spec is None:
     config = copy.deepcopy(base)
   else:
-    name, _, arg = str(spec).replace("{workdir}", workdir).partition(":")
-    config = load_config_module(os.path.join(config_dir, name + ".py")).get_config(arg or None)
+    config = load_config(config_dir, str(spec).replace("{workdir}", workdir))
   with config.unlocked():
     for key, value in overrides.items():
       *parents, field = key.split(".")
@@ -170,7 +175,7 @@ def _stackable_groups(runs: list[tuple]) -> list[list[tuple]]:
   baselines are fitted, so they stay alone), in order of first appearance."""
   groups: list[list[tuple]] = []
   for run in runs:
-    fits = run[0].method not in baselines.METHODS and [g for g in groups if _stackable(g[0], run)]
+    fits = run[0].method not in baselines.METHODS and [g for g in groups if _stackable(g, run)]
     if fits:
       fits[0].append(run)
     else:
@@ -178,11 +183,10 @@ def _stackable_groups(runs: list[tuple]) -> list[list[tuple]]:
   return groups
 
 
-def _stackable(first: tuple, run: tuple) -> bool:
-  if first[0].method in baselines.METHODS:
-    return False
+def _stackable(group: list[tuple], run: tuple) -> bool:
+  # A group led by a baseline differs from any trained run in `method`: check_stackable says so.
   try:
-    train.check_stackable([first[0], run[0]])
+    train.check_stackable([group[0][0], run[0]])
   except UserError:
     return False
   return True

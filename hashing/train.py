@@ -459,9 +459,7 @@ def _train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -
     data_axes = {name: 0 if name in per_run else None for name in batches[0].arrays}
     chunk_fn = steps.make_train_chunk(objective, optimizer, config.augment, count, data_axes)
     data = {
-      name: _stack([b.arrays[name] for b in batches], stacked)
-      if name in per_run
-      else jax.device_put(array)
+      name: _stack([b.arrays[name] for b in batches], stacked) if name in per_run else array
       for name, array in batches[0].arrays.items()
     }
 
@@ -473,8 +471,8 @@ def _train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -
   state = _stack(states, stacked)
   if mesh is not None:
     state = parallel.replicate(state, mesh)
-    if chunk_steps > 1:
-      data = parallel.replicate(data, mesh)
+  if chunk_steps > 1:  # the training arrays go to the device(s) once, for the whole run
+    data = jax.device_put(data) if mesh is None else parallel.replicate(data, mesh)
   metrics_paths = [os.path.join(w, "metrics.jsonl") for w in workdirs]
   for path in metrics_paths:
     hio.write_text(path, "".join(_records_up_to(path, start_step)))
