@@ -2,6 +2,8 @@
 
 Every file of a workdir goes through here: write to a temporary file in the same
 directory, flush and fsync it, then `os.replace` it onto the final name (atomic on POSIX).
+In a multi-host run only process 0 writes; the other processes compute the same values and
+their writes are dropped, so that they never race on the shared workdir.
 """
 
 from __future__ import annotations
@@ -16,10 +18,16 @@ from typing import Any
 
 import numpy as np
 
+from hashing import parallel
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
-  """Opens a temporary file beside `path`; renames it onto `path` only on success."""
+  """Opens a temporary file beside `path`; renames it onto `path` only on success (outside
+  process 0 of a multi-host run: an in-memory file that is thrown away)."""
+  if not parallel.is_main_process():
+    yield io.BytesIO() if "b" in mode else io.StringIO()
+    return
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(
@@ -59,5 +67,7 @@ def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
   """Appends one JSON line. A crash can at worst leave a last partial line, which readers skip."""
+  if not parallel.is_main_process():
+    return
   with open(path, "a") as f:
     f.write(json.dumps(record, sort_keys=True) + "\n")

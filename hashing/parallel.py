@@ -1,7 +1,13 @@
-"""Data parallelism over the local devices with `jax.sharding`: the batch is split along its
-batch axis over a one-axis mesh ("data"), parameters and optimizer state are replicated, and
-XLA inserts the reductions (the gradient sum, and the gathers a pairwise or in-batch triplet
-loss needs across the whole batch). The jitted step is the same function as on one device.
+"""Data parallelism with `jax.sharding`: the batch is split along its batch axis over a
+one-axis mesh ("data") of all devices, parameters and optimizer state are replicated, and XLA
+inserts the reductions (the gradient sum, and the gathers a pairwise or in-batch triplet loss
+needs across the whole batch). The jitted step is the same function as on one device.
+
+Several hosts: every process runs the same program (`initialize_distributed` first). Each
+loads the same data and draws the same batches, and places only its own devices' part of each
+batch (`shard`); only process 0 writes files (`hashing/io.py`); evaluation runs on each
+process's replica of the parameters (`local_replica`), so every process returns the same
+results.
 """
 
 from __future__ import annotations
@@ -12,6 +18,45 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hashing.errors import UserError
+
+
+def initialize_distributed(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+) -> None:
+  """Joins a multi-process run (`jax.distributed.initialize`); call before any JAX work.
+
+  Without arguments JAX detects TPU pod slices, Slurm and Open MPI jobs itself; elsewhere
+  give all three (`coordinator_address` = "host:port" of process 0, the same on every process).
+  """
+  given = [coordinator_address, num_processes, process_id]
+  if any(v is not None for v in given) and any(v is None for v in given):
+    raise UserError(
+      "a multi-host run outside TPU/Slurm/Open MPI needs all of --coordinator_address=host:port,"
+      " --num_processes=N and --process_id=i (0 on the coordinator host)."
+    )
+  try:
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  except (RuntimeError, ValueError) as e:
+    raise UserError(f"could not join the multi-host run: {e}") from None
+
+
+def is_main_process() -> bool:
+  """True in process 0 and in every single-process run (which never initialises the JAX
+  backend just to ask)."""
+  return not jax.distributed.is_initialized() or jax.process_index() == 0
+
+
+def local_replica(tree):
+  """A replicated (possibly multi-host) tree as this process's own copy: each `jax.Array`
+  leaf becomes its first addressable shard, a single-device array that can be fetched,
+  serialised and used in computations that involve this process alone."""
+
+  def local(x):
+    return x.addressable_data(0) if isinstance(x, jax.Array) else x
+
+  return jax.tree.map(local, tree)
 
 
 def data_mesh(config: ml_collections.ConfigDict, batch_size: int) -> Mesh | None:
@@ -29,17 +74,24 @@ def data_mesh(config: ml_collections.ConfigDict, batch_size: int) -> Mesh | None
 
 
 def replicate(tree, mesh: Mesh):
-  """Every leaf of `tree` copied to all devices of `mesh`."""
-  return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+  """Every leaf of `tree` (the same value on every process) copied to all devices of `mesh`."""
+  return _place(tree, NamedSharding(mesh, PartitionSpec()))
 
 
 def shard(tree, mesh: Mesh, axis: int):
   """Every array leaf of `tree` (host numpy, the same on every process) split along `axis`
-  over the mesh; each process places only its own devices' pieces, so this also serves
-  multi-host meshes."""
-  sharding = NamedSharding(mesh, PartitionSpec(*[None] * axis, "data"))
+  over the mesh."""
+  return _place(tree, NamedSharding(mesh, PartitionSpec(*[None] * axis, "data")))
+
+
+def _place(tree, sharding: NamedSharding):
+  """Puts each leaf on `sharding` from this process's full copy; each process places only its
+  own devices' pieces, which also serves multi-host meshes (where `jax.device_put` of a
+  device array onto devices of other processes is refused)."""
 
   def place(x):
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(place(jax.random.key_data(x)), impl=jax.random.key_impl(x))
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 

@@ -330,14 +330,16 @@ def stage1_targets(
   results.json reports: stage-1 seconds and final objective / (bits * n)^2.
   """
   path = os.path.join(workdir, "stage1.npz")
-  if not os.path.exists(path):
+  if os.path.exists(path):
+    with np.load(path) as saved:
+      codes, history, seconds = saved["codes"], saved["objective"], float(saved["seconds"])
+  else:
     start = time.perf_counter()
     codes, history = two_stage.stage1_codes(
       labels, config.model.bits, sweeps=config.stage1.sweeps, seed=config.seed
     )
-    hio.write_npz(path, codes=codes, objective=history, seconds=time.perf_counter() - start)
-  with np.load(path) as saved:
-    codes, history, seconds = saved["codes"], saved["objective"], float(saved["seconds"])
+    seconds = time.perf_counter() - start
+    hio.write_npz(path, codes=codes, objective=history, seconds=seconds)
   scale = float(config.model.bits * len(labels)) ** 2  # f at H = 0
   return codes, {"stage1_seconds": seconds, "stage1_objective": float(history[-1]) / scale}
 
@@ -490,7 +492,7 @@ def _train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -
     total=total_steps,
     initial=start_step,
     desc=f"{config.method} {bits} bits{runs}",
-    disable=None,
+    disable=None if parallel.is_main_process() else True,
     mininterval=1,
   )
   step = start_step
@@ -535,7 +537,7 @@ def _train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -
     values = np.concatenate(
       [
         np.stack([np.reshape(lo, (count, -1)), np.reshape(gn, (count, -1))], axis=-1)
-        for lo, gn in jax.device_get(window)
+        for lo, gn in jax.device_get(parallel.local_replica(window))
       ],
       axis=1,
     ).transpose(1, 0, 2)
@@ -562,7 +564,7 @@ def _train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -
     if is_eval:  # before the checkpoint, so that a resume never loses the line of its step
       eval_start = time.perf_counter()
       for k, c in enumerate(configs):
-        params = _member(state["params"], k, stacked)
+        params = parallel.local_replica(_member(state["params"], k, stacked))
         evaluation = evaluate_model(c, model, params, pooled, split, None)
         record = {"step": done, "seconds": eval_start - start - eval_seconds}
         hio.append_jsonl(metrics_paths[k], {**record, "eval_map": evaluation["map"]})
@@ -576,7 +578,7 @@ def _train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -
   results = []
   for k, (c, workdir) in enumerate(zip(configs, workdirs, strict=True)):
     checkpointers[k].close()
-    params = _member(state["params"], k, stacked)
+    params = parallel.local_replica(_member(state["params"], k, stacked))
     hio.write_bytes(os.path.join(workdir, "params.msgpack"), flax.serialization.to_bytes(params))
     eval_start = time.perf_counter()
     evaluation = evaluate_model(c, model, params, pooled, split, workdir)

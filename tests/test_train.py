@@ -137,6 +137,8 @@ def test_launch_multi_bit_smoke_prints_table_and_writes_subdirs(tmp_path):
     (["--config=configs/dsh.py:bits=8,smoke", "--config.train.epoch=3"], "epochs"),
     (["--config=configs/dsh.py:colour=red"], "unknown config argument"),
     (["--config=configs/no_such_method.py"], "no_such_method.py"),
+    (["--config=configs/dsh.py:bits=8,smoke", "--process_id=1"], "--num_processes"),
+    (["--config=configs/compare.py:smoke", "--processes=2", "--distributed"], "multi-host"),
   ],
 )
 def test_launch_reports_user_errors_in_one_line(tmp_path, args, phrase):
