@@ -31,7 +31,8 @@ def load_config(name: str, arg: str, augment: bool = False):
 
 def step_runner(config, batch: dict) -> Callable[[int], None]:
   """`run(num_steps)`: the jitted train step of `config` (Adam etc. as configured) applied
-  `num_steps` times to the fixed `batch` (a `Batches` dict)."""
+  `num_steps` times to the fixed `batch` (a `Batches` dict). `run.flops_per_step` is XLA's
+  count of the compiled step's floating-point operations."""
   model = models.build_model(config.model, PIXEL_MEAN, PIXEL_STD)
   optimizer = optim.make_optimizer(config.train, 10_000)
   first = batch["images"].reshape(-1, *batch["images"].shape[-3:])[:1]
@@ -39,6 +40,9 @@ def step_runner(config, batch: dict) -> Callable[[int], None]:
   state = {"params": params, "opt": optimizer.init(params)}
   step = steps.make_train_step(objectives.make_objective(config, model), optimizer, config.augment)
   hyper, key = objectives.hyperparameters(config), jax.random.key(1)
+  step = step.lower(params, state["opt"], batch, key, hyper).compile()
+  cost = step.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # a list in older JAX versions
 
   def run(num_steps):
     for _ in range(num_steps):
@@ -46,6 +50,7 @@ def step_runner(config, batch: dict) -> Callable[[int], None]:
       state["params"], state["opt"], loss, _ = step(params, opt, batch, key, hyper)
     loss.block_until_ready()
 
+  run.flops_per_step = float((cost or {}).get("flops", float("nan")))
   return run
 
 
