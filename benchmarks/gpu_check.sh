@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Everything a session with a lent GPU checks and times, in one command (about 10 minutes).
+#
+#   bash benchmarks/gpu_check.sh          # on the GPU machine, from the repository root
+#   QUICK=1 bash benchmarks/gpu_check.sh  # a few steps of each, to try the script on a CPU
+#   ONLY="throughput vmap-sweep" bash benchmarks/gpu_check.sh  # some steps (a call is <= 10 min)
+#
+# Logs (at most 8 files: what the device tool brings back) go to $OUT or ./gpu-check. The device image runs
+# Python with JAX (CUDA), flax, optax, orbax, PyTorch, but no ml-collections: carry its wheel,
+# made here with `pip download ml-collections --no-deps -d wheels` (wheels/ is git-ignored,
+# name it in the device tool's `carry`). CIFAR-10 (168 MB) does not fit one 64 MiB transfer: the
+# CIFAR step runs only when $HASHING_DATA_DIR/cifar10 exists on the machine (e.g. carried in
+# parts over consecutive calls while the machine stays warm).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-gpu-check}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+py=${PYTHON:-python3}
+$py -c "import ml_collections" 2>/dev/null || $py -m pip install -q --no-index --no-deps wheels/*.whl
+quick=${QUICK:-}
+steps=${quick:+3}
+rounds=${quick:+1}
+nin=${quick:+nin-narrow}  # the full NIN on the GPU, the narrow one in a quick CPU try
+nin=${nin:-nin}
+
+step() {  # step <name> <command...>: run, keep its log, go on after a failure
+  local name=$1
+  shift
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then
+    return
+  fi
+  echo "== $name: $*"
+  local start=$SECONDS
+  "$@" >"$out/$name.log" 2>&1
+  echo "   exit $? after $((SECONDS - start)) s; last lines:"
+  tail -n 4 "$out/$name.log"
+}
+
+(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true) \
+  | tee "$out/device.txt"
+$py -c "import jax; print(jax.__version__, jax.devices())" | tee -a "$out/device.txt"
+
+# The accelerator code paths (lax.scan chunks on device data, bf16, data parallel, triplets).
+step tests $py -m pytest -q -x -p no:cacheprovider tests/test_train.py tests/test_objectives.py \
+  tests/test_models.py
+# Issue 7: images/s of JAX vs PyTorch eager and torch.compile, FLOP/s against the matmul peak.
+step throughput $py benchmarks/train_throughput.py ${steps:+--steps $steps --rounds $rounds}
+step throughput-bf16 $py benchmarks/train_throughput.py --dtype bfloat16 \
+  ${steps:+--steps $steps --rounds $rounds}
+# Issue 3: explicit triplets through vmap vs a concatenated batch vs three applies.
+step triplet-apply $py benchmarks/triplet_apply.py --backbones dsh,$nin \
+  ${steps:+--steps $steps --rounds $rounds}
+# Issue 6: 8 runs in one vmapped step vs one after another.
+step vmap-sweep $py benchmarks/vmap_sweep.py ${quick:+--steps 5}
+# Issue 7: the 4-method x 4-bit CIFAR-10 comparison with the DSH net, compilation included.
+data_dir=${HASHING_DATA_DIR:-.}
+if [ -d "$data_dir/cifar10" ] || [ -n "${ONLY:-}" ]; then
+  step compare-cifar10 $py launch.py \
+    --config=configs/compare.py:data=cifar10-dnnh,seeds=1,methods=dsh/dnnh/cnnh/cnnh+${quick:+,smoke} \
+    --workdir=runs/gpu-compare-cifar10
+  cp runs/gpu-compare-cifar10/summary.md "$out/compare-summary.md" 2>/dev/null
+else
+  echo "== compare-cifar10 skipped: no $data_dir/cifar10 (set HASHING_DATA_DIR)"
+fi
