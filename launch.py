@@ -89,7 +89,7 @@ def main(argv: list[str]) -> None:
     return  # process 0 prints (and writes) for all
   print(report.results_table(results, keys))
   if keys:  # a sweep: also the papers' layout, mean ± std over seeds
-    print(report.paper_table(results))
+    print(report.paper_table(results, keys))
   print(f"results, plots and codes in {workdir}")
 
 

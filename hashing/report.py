@@ -50,15 +50,19 @@ PUBLISHED = {
 }
 
 
-def paper_table(results: Sequence[dict]) -> str:
-  """The papers' layout: one row per method, one column per bit length, whole-database mAP as
-  mean ± std over the runs of that cell (seeds), then the published rows of the same protocol
-  (marked "published")."""
+def paper_table(results: Sequence[dict], keys: Sequence[str] = ()) -> str:
+  """The papers' layout: one row per method (and setting of the swept `keys` other than the
+  seed, e.g. "dsh loss.margin=24"), one column per bit length, whole-database mAP as mean ± std
+  over the runs of that cell (seeds), then the published rows of the same protocol (marked
+  "published")."""
   bits = sorted({r["bits"] for r in results})
   protocols = sorted({r["protocol"] for r in results})
+  settings = [k for k in keys if k not in ("seed", "bits", "model.bits")]
   cells: dict = {}
   for r in results:
-    cells.setdefault(method_label(r), {}).setdefault(r["bits"], []).append(r["map"])
+    overrides = r.get("overrides", {})
+    label = " ".join([method_label(r)] + [f"{k}={overrides.get(k, '')}" for k in settings])
+    cells.setdefault(label, {}).setdefault(r["bits"], []).append(r["map"])
   lines = [
     f"mAP over the whole database, {', '.join(protocols)}; ours: mean ± std over seeds (n)",
     "",

@@ -237,7 +237,7 @@ def report_sweep(workdir: str) -> list[dict]:
     raise UserError(f"no run of the sweep in {workdir!r} has finished yet.")
   keys = swept_fields([run["overrides"] for run in runs])
   hio.write_text(os.path.join(workdir, "table.md"), report.results_table(results, keys))
-  summary = report.paper_table(results) + "\n" + summary_table(results, keys)
+  summary = report.paper_table(results, keys) + "\n" + summary_table(results, keys)
   hio.write_text(os.path.join(workdir, "summary.md"), summary)
   for bits in sorted({r["bits"] for r in results}):
     same_bits = [r for r in results if r["bits"] == bits]
