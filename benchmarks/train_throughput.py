@@ -37,10 +37,8 @@ CASES = ("dsh-pairwise", "nin-pairwise", "nin-triplet")
 
 def case_config(case: str, bits: int, nin: str, batch: int, dtype: str):
   backbone = "dsh" if case.startswith("dsh") else nin
-  if case.endswith("triplet"):
-    config = load_config("dnnh", f"bits={bits},data=cifar10-dnnh,backbone={backbone}")
-  else:
-    config = load_config("dsh", f"bits={bits},data=cifar10-dnnh,backbone={backbone}")
+  name = "dnnh" if case.endswith("triplet") else "dsh"
+  config = load_config(name, f"bits={bits},data=cifar10-dnnh,backbone={backbone}")
   config.train.batch_size, config.model.dtype = batch, dtype
   return config
 

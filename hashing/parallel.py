@@ -85,11 +85,14 @@ def shard(tree, mesh: Mesh, axis: int):
 
 
 def _place(tree, sharding: NamedSharding):
-  """Puts each leaf on `sharding` from this process's full copy; each process places only its
-  own devices' pieces, which also serves multi-host meshes (where `jax.device_put` of a
-  device array onto devices of other processes is refused)."""
+  """Puts each leaf on `sharding` from this process's full copy. One process: device arrays
+  move device to device (`jax.device_put`, no wait for the host). Several: each process places
+  only its own devices' pieces from a host copy (`jax.device_put` of a device array onto other
+  processes' devices is refused)."""
 
   def place(x):
+    if isinstance(x, jax.Array) and sharding.is_fully_addressable:
+      return jax.device_put(x, sharding)
     if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
       return jax.random.wrap_key_data(place(jax.random.key_data(x)), impl=jax.random.key_impl(x))
     x = np.asarray(x)
