@@ -20,19 +20,23 @@ py=${PYTHON:-python3}
 $py -c "import ml_collections" 2>/dev/null || $py -m pip install -q --no-index --no-deps wheels/*.whl
 quick=${QUICK:-}
 steps=${quick:+3}
+steps=${steps:-100}  # a GPU step takes about a millisecond: time enough of them
 rounds=${quick:+1}
+rounds=${rounds:-3}
 nin=${quick:+nin-narrow}  # the full NIN on the GPU, the narrow one in a quick CPU try
 nin=${nin:-nin}
+
+wanted() {  # wanted <name>: the step is in $ONLY, or $ONLY is unset
+  [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]
+}
 
 step() {  # step <name> <command...>: run, keep its log, go on after a failure
   local name=$1
   shift
-  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then
-    return
-  fi
+  wanted "$name" || return
   echo "== $name: $*"
   local start=$SECONDS
-  "$@" >"$out/$name.log" 2>&1
+  timeout "${STEP_TIMEOUT:-900}" "$@" >"$out/$name.log" 2>&1
   echo "   exit $? after $((SECONDS - start)) s; last lines:"
   tail -n 4 "$out/$name.log"
 }
@@ -45,21 +49,26 @@ $py -c "import jax; print(jax.__version__, jax.devices())" | tee -a "$out/device
 step tests $py -m pytest -q -x -p no:cacheprovider tests/test_train.py tests/test_objectives.py \
   tests/test_models.py
 # Issue 7: images/s of JAX vs PyTorch eager and torch.compile, FLOP/s against the matmul peak.
-step throughput $py benchmarks/train_throughput.py ${steps:+--steps $steps --rounds $rounds}
-step throughput-bf16 $py benchmarks/train_throughput.py --dtype bfloat16 \
-  ${steps:+--steps $steps --rounds $rounds}
+step throughput $py benchmarks/train_throughput.py --steps $steps --rounds $rounds
+# bf16 (tensor cores): the small and the large network, PyTorch eager only (compiling is slow).
+step throughput-bf16 $py benchmarks/train_throughput.py --dtype bfloat16 --steps $steps \
+  --rounds $rounds --cases dsh-pairwise,nin-triplet --no-torch-compile
 # Issue 3: explicit triplets through vmap vs a concatenated batch vs three applies.
-step triplet-apply $py benchmarks/triplet_apply.py --backbones dsh,$nin \
-  ${steps:+--steps $steps --rounds $rounds}
+step triplet-apply $py benchmarks/triplet_apply.py --backbones dsh,$nin --steps $((steps > 5 ? steps / 5 : steps)) \
+  --rounds $rounds
 # Issue 6: 8 runs in one vmapped step vs one after another.
 step vmap-sweep $py benchmarks/vmap_sweep.py ${quick:+--steps 5}
-# Issue 7: the 4-method x 4-bit CIFAR-10 comparison with the DSH net, compilation included.
+# Issue 7: the 4-method x 4-bit CIFAR-10 comparison with the DSH net, compilation included;
+# one process per method share the GPU (overlapping compilation, evaluation and host work).
 data_dir=${HASHING_DATA_DIR:-.}
-if [ -d "$data_dir/cifar10" ] || [ -n "${ONLY:-}" ]; then
+if [ -d "$data_dir/cifar10" ] && wanted compare-cifar10; then
   step compare-cifar10 $py launch.py \
     --config=configs/compare.py:data=cifar10-dnnh,seeds=1,methods=dsh/dnnh/cnnh/cnnh+${quick:+,smoke} \
-    --workdir=runs/gpu-compare-cifar10
+    --workdir=runs/gpu-compare-cifar10 --processes="${COMPARE_PROCESSES:-4}"
   cp runs/gpu-compare-cifar10/summary.md "$out/compare-summary.md" 2>/dev/null
-else
+  # Results, codes and curves (no parameters, no image grids): `launch.py --report` rebuilds.
+  tar -czf "$out/compare-workdir.tgz" --exclude=checkpoints --exclude=params.msgpack \
+    --exclude="queries_*.png" -C runs gpu-compare-cifar10
+elif wanted compare-cifar10; then
   echo "== compare-cifar10 skipped: no $data_dir/cifar10 (set HASHING_DATA_DIR)"
 fi

@@ -33,6 +33,7 @@ def step_runner(config, batch: dict) -> Callable[[int], None]:
   """`run(num_steps)`: the jitted train step of `config` (Adam etc. as configured) applied
   `num_steps` times to the fixed `batch` (a `Batches` dict). `run.flops_per_step` is XLA's
   count of the compiled step's floating-point operations."""
+  batch = jax.device_put(batch)  # on the device once, as the training data and PyTorch's are
   model = models.build_model(config.model, PIXEL_MEAN, PIXEL_STD)
   optimizer = optim.make_optimizer(config.train, 10_000)
   first = batch["images"].reshape(-1, *batch["images"].shape[-3:])[:1]

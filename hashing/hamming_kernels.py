@@ -231,45 +231,46 @@ def full_ranking(query_words, database_words, start, stop, num_dist, order):
 
 @numba.njit(inline="always")
 def _knn_keep(j, d, k, num_dist, state, hist, buffer_index, buffer_dist):
-  """Adds item j at distance d < limit to the candidates of `knn_scan`; updates the bound.
+  """Adds item j at distance d < bound to the candidates of `knn_scan`; updates the bound.
 
-  state = int64 [size, limit, below]: candidates kept, the bound (keep d < limit) and, once
-  the bound is set, the number of kept items with distance < limit - 1.
+  state = int64 [size, bound, below]: candidates kept; the bound T (admit d < T), which is
+  num_dist until k items are seen and then the smallest t with k admitted items within t;
+  below = the number of admitted items with distance < T (all still kept, and < k).
   """
-  size, limit = state[0], state[1]
+  size, bound, below = state[0], state[1], state[2]
   if size == buffer_index.shape[0]:
-    # Drop the candidates that can no longer make the top k (distance >= limit).
-    kept = 0
+    # Keep what can still make the top k: every item below the bound, and the first k - below
+    # at the bound (the buffer is in index order; later ties rank lower). Leaves <= k items.
+    kept, at_bound = 0, k - below
     for t in range(size):
-      if buffer_dist[t] < limit:
+      dt = buffer_dist[t]
+      keep = dt < bound
+      if dt == bound and at_bound > 0:
+        keep = True
+        at_bound -= 1
+      if keep:
         buffer_index[kept] = buffer_index[t]
-        buffer_dist[kept] = buffer_dist[t]
+        buffer_dist[kept] = dt
         kept += 1
     size = kept
   buffer_index[size] = j
   buffer_dist[size] = d
   size += 1
   hist[d] += 1
-  below = state[2]
-  if limit == num_dist:
-    if size >= k:  # Now k items are known: find the smallest t with k of them within t.
-      total = 0
-      t = 0
-      while total + hist[t] < k:
-        total += hist[t]
-        t += 1
-      limit = t + 1  # items at distance t already kept are needed; later ones are not
-      below = total
-      # Shrink while the items below t alone reach k.
-      while limit > 1 and below >= k:
-        limit -= 1
-        below -= hist[limit - 1]
-  elif d < limit - 1:
+  if bound == num_dist:
+    if size >= k:  # Now k items are known: T = the smallest t with k of them within t.
+      below = 0
+      bound = 0
+      while below + hist[bound] < k:
+        below += hist[bound]
+        bound += 1
+  else:
+    # An item at distance >= T would come after k items within T in (distance, index) order.
     below += 1
-    while limit > 1 and below >= k:
-      limit -= 1
-      below -= hist[limit - 1]
-  state[0], state[1], state[2] = size, limit, below
+    while below >= k:
+      bound -= 1
+      below -= hist[bound]
+  state[0], state[1], state[2] = size, bound, below
 
 
 @numba.njit(**_JIT)
@@ -280,7 +281,8 @@ def knn_scan(query_words, database_words, start, stop, k, num_dist, out_index, o
   candidates lie within distance t (the smallest such t), an item is kept only when its
   distance is below t: one at distance t comes later in index order than the >= k kept ones,
   so it cannot be among the first k. t only shrinks, so after the first few thousand items
-  almost every item costs an XOR, a popcount and a well-predicted comparison.
+  almost every item costs an XOR, a popcount and a well-predicted comparison. A full buffer
+  drops what can no longer make the top k (`_knn_keep`), so it never holds more than k after.
 
   Args:
     start, stop: query rows to do.

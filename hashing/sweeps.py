@@ -162,12 +162,21 @@ def run_sweep(
         train.train_and_evaluate_together(*zip(*group, strict=True))
     elif processes > 1 and len(todo) > 1:
       context = multiprocessing.get_context("spawn")
-      with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
+      with concurrent.futures.ProcessPoolExecutor(
+        processes, mp_context=context, initializer=_share_accelerator, initargs=(processes,)
+      ) as pool:
         list(pool.map(_train, *zip(*todo, strict=True)))
     else:
       for config, run_dir in todo:
         _train(config, run_dir)
   return report_sweep(workdir)
+
+
+def _share_accelerator(processes: int) -> None:
+  """Worker start-up: JAX takes 75% of a GPU's memory per process by default, so the second
+  worker on the same GPU would fail. Give each an equal share unless the user chose one."""
+  if "XLA_PYTHON_CLIENT_PREALLOCATE" not in os.environ:
+    os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / processes:.3f}")
 
 
 def _stackable_groups(runs: list[tuple]) -> list[list[tuple]]:

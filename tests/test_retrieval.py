@@ -182,6 +182,27 @@ def test_knn_when_later_items_keep_getting_closer():
   assert distances[0].tolist() == sorted(dist)[:300]
 
 
+@pytest.mark.parametrize("num_bits", [48, 100])
+@pytest.mark.parametrize("tie_distance", [0, 3])
+def test_knn_with_thousands_of_ties_at_the_kth_distance(num_bits, tie_distance):
+  # Trained codes collapse: thousands of database items share the query's code (or sit at
+  # one distance from it), far more than the candidate buffer (1,024 for k = 10) holds. The
+  # scan used to keep admitting such ties and wrote past its buffer (heap corruption).
+  rng = np.random.default_rng(5)
+  query = rng.random((2, num_bits)) < 0.5
+  database = np.repeat(query[:1], 6000, axis=0)
+  flip = rng.permuted(np.tile(np.arange(num_bits) < tie_distance, (6000, 1)), axis=1)
+  database ^= flip  # every item at exactly tie_distance from query 0
+  closer = rng.choice(6000, 4, replace=False)
+  database[closer] = query[0]  # a few at distance 0, scattered in index order
+  indices, distances = retrieval.knn(_pack(query), _pack(database), 10, threads=2)
+  dist = _ref_distances(query, database)
+  for i in range(2):
+    expected = _ref_ranking(dist[i])[:10]
+    assert indices[i].tolist() == expected
+    assert distances[i].tolist() == dist[i, expected].tolist()
+
+
 def test_index_knn_through_tables_equals_scan():
   query_bits, database_bits = _case(5, 32, num_queries=20, num_database=2000)
   index = retrieval.HammingIndex(_pack(database_bits), 32, threads=2)

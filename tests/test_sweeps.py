@@ -82,6 +82,20 @@ def test_parallel_processes_give_the_same_codes_as_sequential_runs(alpha_sweep, 
     )
 
 
+def test_parallel_workers_share_one_gpu_memory_unless_the_user_chose(monkeypatch):
+  monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+  monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+  sweeps._share_accelerator(4)
+  assert os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.225"
+  monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.5")
+  sweeps._share_accelerator(4)
+  assert os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.5"
+  monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION")
+  monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+  sweeps._share_accelerator(4)
+  assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in os.environ
+
+
 @pytest.mark.parametrize(
   "entries, message",
   [
