@@ -10,7 +10,7 @@ Studies (study=...):
   quantize  DNNH piecewise-threshold quantization eps in 0 (off), 0.05, 0.1, 0.2
   bits      DSH code length 8, 16, 32, 64, 128
 Arguments: study=<name>, data=embedded|fashion-mnist|cifar10-dnnh|cifar10-dsh, bits=<q> (one
-length; head: several), backbone=dsh|nin-narrow|nin, seeds=<n>, smoke. Writes table.md,
+length; head: several), backbone=dsh|nin-narrow|nin|vgg11, seeds=<n>, smoke. Writes table.md,
 summary.md (mean ± std over seeds per setting) and plots per bit length.
 """
 

@@ -8,7 +8,7 @@ Other data and bit lengths (CIFAR-10 shards under $HASHING_DATA_DIR/cifar10):
     --workdir=runs/dsh-c10dsh
   python launch.py --config=configs/dsh.py:data=cifar10-dsh,database=query --workdir=...
 Arguments: bits=<q>[/<q>...], data=embedded|fashion-mnist|cifar10-dnnh|cifar10-dsh,
-database=rest|train|query, backbone=dsh|nin-narrow|nin, smoke (tiny run for tests).
+database=rest|train|query, backbone=dsh|nin-narrow|nin|vgg11, smoke (tiny run for tests).
 Any field: --config.train.epochs=50.
 """
 

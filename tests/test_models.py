@@ -33,6 +33,21 @@ def test_dsh_net_parameter_count_and_output_shape(shape, bits, expected):
   chex.assert_type(codes, np.float32)
 
 
+def test_vgg11_parameter_count_and_output_shape():
+  config = load_config("dsh", "bits=48,backbone=vgg11")
+  model = models.build_model(config.model)
+  images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+  params = model.init(jax.random.key(0), images)
+  widths = [(3, 64), (64, 128), (128, 256), (256, 256), (256, 512), (512, 512), (512, 512),
+            (512, 512)]  # fmt: skip
+  convs = sum(9 * cin * cout + 2 * cout for cin, cout in widths)  # no bias; norm scale + shift
+  assert count_params(params) == convs + (512 * 512 + 512) + (512 * 48 + 48)
+  codes = model.apply(params, images)
+  chex.assert_shape(codes, (2, 48))
+  # Group normalisation, not batch: an image's code does not depend on the rest of the batch.
+  chex.assert_trees_all_close(model.apply(params, images[:1]), codes[:1], rtol=1e-5, atol=1e-5)
+
+
 def test_model_same_under_jit_and_without():
   config = load_config("dsh", "bits=16")
   model = models.build_model(config.model)
