@@ -56,8 +56,8 @@ step throughput $py benchmarks/train_throughput.py --steps $steps --rounds $roun
 step throughput-bf16 $py benchmarks/train_throughput.py --dtype bfloat16 --steps $steps \
   --rounds $rounds --cases dsh-pairwise,nin-triplet --no-torch-compile
 # Issue 3: explicit triplets through vmap vs a concatenated batch vs three applies.
-step triplet-apply $py benchmarks/triplet_apply.py --backbones dsh,$nin --steps $((steps > 5 ? steps / 5 : steps)) \
-  --rounds $rounds
+step triplet-apply $py benchmarks/triplet_apply.py --backbones dsh,$nin \
+  --steps $((steps > 5 ? steps / 5 : steps)) --rounds $rounds
 # Issue 6: 8 runs in one vmapped step vs one after another.
 step vmap-sweep $py benchmarks/vmap_sweep.py ${quick:+--steps 5}
 # Issue 7: the 4-method x 4-bit CIFAR-10 comparison with the DSH net, compilation included;

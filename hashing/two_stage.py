@@ -199,8 +199,9 @@ def _check_count(name: str, value, minimum: int) -> None:
 
 def _host_device() -> jax.Device | None:
   """Where stage 1 runs: the CPU, also beside a GPU. Coordinate descent is n * q dependent
-  scalar updates, which a GPU runs as one tiny kernel each (on an H200: 28 s for n = 5,000,
-  q = 48, against 1 s on 2 CPU cores). None (the default device) where JAX has no CPU backend."""
+  scalar updates, which a GPU runs as one tiny kernel each (on an H200 shared with three other
+  trainings: 28 s for n = 5,000, q = 48, against 1 s on 2 CPU cores). None (the default
+  device) where JAX has no CPU backend."""
   try:
     return jax.devices("cpu")[0]
   except RuntimeError:  # e.g. JAX_PLATFORMS=cuda
