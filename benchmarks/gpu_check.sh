@@ -12,7 +12,7 @@
 # CIFAR step runs only when $HASHING_DATA_DIR/cifar10 exists on the machine (e.g. carried in
 # parts over consecutive calls while the machine stays warm).
 # On an H200 (2026-11-28, benchmarks/RESULTS.md): throughput 125 s, throughput-bf16 58 s,
-# triplet-apply 43 s, vmap-sweep 61 s, compare-cifar10 220 s.
+# triplet-apply 43 s, vmap-sweep 61 s, compare-cifar10 220 s (the other CIFAR steps: not yet run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu-check}
@@ -60,17 +60,30 @@ step triplet-apply $py benchmarks/triplet_apply.py --backbones dsh,$nin \
   --steps $((steps > 5 ? steps / 5 : steps)) --rounds $rounds
 # Issue 6: 8 runs in one vmapped step vs one after another.
 step vmap-sweep $py benchmarks/vmap_sweep.py ${quick:+--steps 5}
-# Issue 7: the 4-method x 4-bit CIFAR-10 comparison with the DSH net, compilation included;
-# one process per method share the GPU (overlapping compilation, evaluation and host work).
+# CIFAR-10 trainings (need $HASHING_DATA_DIR/cifar10 on the machine). Each brings back its
+# workdir's results, codes and curves (no parameters, no image grids) as <name>.tgz;
+# `launch.py ... --report` rebuilds the tables and plots from it.
 data_dir=${HASHING_DATA_DIR:-.}
-if [ -d "$data_dir/cifar10" ] && wanted compare-cifar10; then
-  step compare-cifar10 $py launch.py \
-    --config=configs/compare.py:data=cifar10-dnnh,seeds=1,methods=dsh/dnnh/cnnh/cnnh+${quick:+,smoke} \
-    --workdir=runs/gpu-compare-cifar10 --processes="${COMPARE_PROCESSES:-4}"
-  cp runs/gpu-compare-cifar10/summary.md "$out/compare-summary.md" 2>/dev/null
-  # Results, codes and curves (no parameters, no image grids): `launch.py --report` rebuilds.
-  tar -czf "$out/compare-workdir.tgz" --exclude=checkpoints --exclude=params.msgpack \
-    --exclude="queries_*.png" -C runs gpu-compare-cifar10
-elif wanted compare-cifar10; then
-  echo "== compare-cifar10 skipped: no $data_dir/cifar10 (set HASHING_DATA_DIR)"
-fi
+cifar_step() {  # cifar_step <name> <config spec> [launch flags...]
+  local name=$1 spec=$2
+  shift 2
+  wanted "$name" || return
+  if [ ! -d "$data_dir/cifar10" ]; then
+    echo "== $name skipped: no $data_dir/cifar10 (set HASHING_DATA_DIR)"
+    return
+  fi
+  step "$name" $py launch.py --config="configs/$spec${quick:+,smoke}" --workdir="runs/gpu-$name" "$@"
+  tar -czf "$out/$name.tgz" --exclude=checkpoints --exclude=params.msgpack \
+    --exclude="queries_*.png" -C runs "gpu-$name"
+}
+# Issue 7: the 4-method x 4-bit comparison with the DSH net, compilation included; one process
+# per method share the GPU (overlapping compilation, evaluation and host work). H200: 220 s.
+cifar_step compare-cifar10 compare.py:data=cifar10-dnnh,seeds=1,methods=dsh/dnnh/cnnh/cnnh+ \
+  --processes="${COMPARE_PROCESSES:-4}"
+# Issue 2: DSH on the DSH paper's protocol (50,000 training images, 60 epochs), four lengths.
+cifar_step dsh-cifar10-dsh dsh.py:data=cifar10-dsh,bits=12/24/36/48
+# Issue 3: DNNH with the paper's full NIN, in-batch semi-hard triplets, four lengths.
+cifar_step dnnh-nin-cifar10 dnnh.py:data=cifar10-dnnh,backbone=nin,sampling=semihard
+# Issue 6: the larger VGG-11 backbone at 48 bits (DSH and CNNH+).
+cifar_step vgg-cifar10 compare.py:data=cifar10-dnnh,seeds=1,methods=dsh/cnnh+,bits=48,backbone=vgg11 \
+  --processes=2
