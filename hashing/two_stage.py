@@ -203,7 +203,7 @@ def _host_device() -> jax.Device | None:
   trainings: 28 s for n = 5,000, q = 48, against 1 s on 2 CPU cores). None (the default
   device) where JAX has no CPU backend."""
   try:
-    return jax.devices("cpu")[0]
+    return jax.local_devices(backend="cpu")[0]  # this process's: each computes stage 1 itself
   except RuntimeError:  # e.g. JAX_PLATFORMS=cuda
     return None
 
