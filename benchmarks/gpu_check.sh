@@ -84,6 +84,9 @@ cifar_step compare-cifar10 compare.py:data=cifar10-dnnh,seeds=1,methods=dsh/dnnh
 cifar_step dsh-cifar10-dsh dsh.py:data=cifar10-dsh,bits=12/24/36/48
 # Issue 3: DNNH with the paper's full NIN, in-batch semi-hard triplets, four lengths.
 cifar_step dnnh-nin-cifar10 dnnh.py:data=cifar10-dnnh,backbone=nin,sampling=semihard
+# Issue 3: divide-and-encode vs fully-connected encode, full NIN, explicit triplets, four lengths.
+cifar_step ablate-head-cifar10 ablations.py:study=head,data=cifar10-dnnh,bits=12/24/32/48,seeds=1,backbone=nin \
+  --processes=4
 # Issue 6: the larger VGG-11 backbone at 48 bits (DSH and CNNH+).
 cifar_step vgg-cifar10 compare.py:data=cifar10-dnnh,seeds=1,methods=dsh/cnnh+,bits=48,backbone=vgg11 \
   --processes=2

@@ -9,6 +9,7 @@ Studies (study=...):
   triplets  DNNH explicit random triplets vs in-batch all / hardest / semi-hard triplets
   quantize  DNNH piecewise-threshold quantization eps in 0 (off), 0.05, 0.1, 0.2
   bits      DSH code length 8, 16, 32, 64, 128
+  augment   DSH without augmentation vs random flip + crop (the default) vs flip + crop + cutout
 Arguments: study=<name>, data=embedded|fashion-mnist|cifar10-dnnh|cifar10-dsh, bits=<q> (one
 length; head: several), backbone=dsh|nin-narrow|nin|vgg11, seeds=<n>, smoke. Writes table.md,
 summary.md (mean ± std over seeds per setting) and plots per bit length.
@@ -18,7 +19,7 @@ import pathlib
 
 from hashing import config_args, sweeps
 
-STUDIES = ("head", "output", "margin", "triplets", "quantize", "bits")
+STUDIES = ("head", "output", "margin", "triplets", "quantize", "bits", "augment")
 ARGUMENTS = {
   "study": "head",
   "data": "embedded",
@@ -53,6 +54,7 @@ def get_sweep(arg=None):
   """Dotted overrides of the study's base config (`get_config`), times the seeds."""
   args = _args(arg)
   q = args["bits"][0]
+  pad = config_args.CROP_PADDING[args["data"]]
   settings = {
     "head": [{"model.head": h} for h in ("dae", "fc")],
     "output": [{"loss.alpha": a} for a in (0.0, 0.001, 0.01, 0.1, 1.0)]
@@ -61,5 +63,9 @@ def get_sweep(arg=None):
     "triplets": [{"loss.sampling": s} for s in ("random", "all", "hard", "semihard")],
     "quantize": [{"model.quantize_eps": e} for e in (0.0, 0.05, 0.1, 0.2)],
     "bits": [{"model.bits": b} for b in (8, 16, 32, 64, 128)],
+    "augment": [
+      {"augment.flip": flip, "augment.crop_padding": crop, "augment.cutout": cutout}
+      for flip, crop, cutout in ((False, 0, 0), (True, pad, 0), (True, pad, 8))
+    ],
   }[args["study"]]
   return [{**setting, "seed": seed} for setting in settings for seed in range(int(args["seeds"]))]

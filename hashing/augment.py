@@ -1,4 +1,4 @@
-"""Random flip and crop of uint8 image batches, done inside the jitted train step."""
+"""Random flip, crop and cutout of uint8 image batches, done inside the jitted train step."""
 
 from __future__ import annotations
 
@@ -38,3 +38,29 @@ def random_flip_and_crop(
 
     images = jax.vmap(crop)(padded, offsets)
   return images
+
+
+def random_cutout(key: jax.Array, images: jnp.ndarray, *, size: int) -> jnp.ndarray:
+  """Per image: zero a `size x size` square at a uniformly random centre (Cutout, DeVries and
+  Taylor 2017); a square that crosses the border is clipped, as in the paper, so on average
+  less than `size^2` pixels go. Zero is the value the crop pads with.
+
+  Args:
+    key: PRNG key.
+    images: `[batch, H, W, C]`.
+    size: side of the square in pixels (0 disables cutout).
+
+  Returns:
+    `[batch, H, W, C]`, same dtype.
+  """
+  if not size:
+    return images
+  batch, height, width, _ = images.shape
+  centres = jax.random.randint(key, (batch, 2), 0, jnp.array([height, width]))
+  starts = centres - size // 2  # [batch, 2]
+  rows = jnp.arange(height)[None, :] - starts[:, :1]  # [batch, H]: row offset in the square
+  cols = jnp.arange(width)[None, :] - starts[:, 1:]  # [batch, W]
+  inside_rows = (rows >= 0) & (rows < size)
+  inside_cols = (cols >= 0) & (cols < size)
+  inside = inside_rows[:, :, None] & inside_cols[:, None, :]  # [batch, H, W]
+  return jnp.where(inside[..., None], jnp.zeros_like(images), images)

@@ -114,6 +114,7 @@ def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDi
   c.augment = ml_collections.ConfigDict()
   c.augment.flip = True
   c.augment.crop_padding = CROP_PADDING[preset]
+  c.augment.cutout = 0  # > 0: zero a random square of this side per image (Cutout)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.map_at = (1000, 5000) if preset != "embedded" else (100, 1000)

@@ -24,6 +24,10 @@ def _step_function(
     flat = augment.random_flip_and_crop(
       key, flat, flip=augment_config.flip, crop_padding=augment_config.crop_padding
     )
+    # A key of its own folded from the step's key: runs without cutout keep their exact
+    # flips and crops.
+    cutout = augment_config.get("cutout", 0)
+    flat = augment.random_cutout(jax.random.fold_in(key, 1), flat, size=cutout)
     batch = {**batch, "images": flat.reshape(images.shape)}
     loss, grads = jax.value_and_grad(objective.loss)(params, batch, hyper)
     updates, opt_state = optimizer.update(grads, opt_state, params)

@@ -49,8 +49,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if train.steps <= 0 and train.epochs <= 0:
     raise UserError("set config.train.epochs or config.train.steps to a positive number.")
   losses.check_loss_config(config.loss)
-  if config.augment.crop_padding < 0:
-    raise UserError(f"config.augment.crop_padding={config.augment.crop_padding} must be >= 0.")
+  for field in ("crop_padding", "cutout"):
+    if config.augment.get(field, 0) < 0:
+      raise UserError(f"config.augment.{field}={config.augment[field]} must be >= 0 (0: off).")
 
 
 def prepare_data(config: ml_collections.ConfigDict) -> tuple[data.LabeledImages, protocols.Split]:

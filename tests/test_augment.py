@@ -31,3 +31,25 @@ def test_crop_is_a_window_of_the_zero_padded_image():
   for o, pad in zip(out, padded, strict=True):
     windows = [pad[i : i + 8, j : j + 8] for i in range(2 * p + 1) for j in range(2 * p + 1)]
     assert any(np.array_equal(o, w) for w in windows)
+
+
+def test_cutout_zeroes_one_clipped_square_per_image_and_keeps_the_rest():
+  x, size = images(batch=64), 4  # pixel values >= 1, so zeros come from the cutout only
+  out = np.asarray(augment.random_cutout(jax.random.key(3), x, size=size))
+  assert out.shape == x.shape and out.dtype == np.uint8
+  full_squares = 0
+  for o, i in zip(out, x, strict=True):
+    erased = np.all(o == 0, axis=-1)
+    np.testing.assert_array_equal(o[~erased], i[~erased])
+    rows, cols = np.nonzero(erased)
+    # One axis-aligned rectangle, at most size x size (clipped at the border), never empty
+    # (the centre lies inside the image).
+    assert rows.size and rows.size == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
+    assert np.ptp(rows) < size and np.ptp(cols) < size
+    full_squares += rows.size == size * size
+  assert 0 < full_squares < len(x)  # centres near the border clip, others do not
+
+
+def test_cutout_of_zero_size_is_identity():
+  x = images()
+  np.testing.assert_array_equal(augment.random_cutout(jax.random.key(0), x, size=0), x)

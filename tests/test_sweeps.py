@@ -137,7 +137,9 @@ def test_compare_config_runs_every_method_and_reports_without_training(tmp_path)
   assert (tmp_path / "summary.md").read_text() == summary
 
 
-@pytest.mark.parametrize("study", ["head", "output", "margin", "triplets", "quantize", "bits"])
+@pytest.mark.parametrize(
+  "study", ["head", "output", "margin", "triplets", "quantize", "bits", "augment"]
+)
 def test_every_ablation_study_builds_valid_configs(study):
   module = sweeps.load_config_module(str(ROOT / "configs" / "ablations.py"))
   arg = f"study={study},smoke,seeds=2"
