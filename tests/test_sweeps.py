@@ -137,13 +137,13 @@ def test_compare_config_runs_every_method_and_reports_without_training(tmp_path)
   assert (tmp_path / "summary.md").read_text() == summary
 
 
-@pytest.mark.parametrize(
-  "study", ["head", "output", "margin", "triplets", "quantize", "bits", "augment"]
-)
+ABLATIONS = sweeps.load_config_module(str(ROOT / "configs" / "ablations.py"))
+
+
+@pytest.mark.parametrize("study", ABLATIONS.STUDIES)
 def test_every_ablation_study_builds_valid_configs(study):
-  module = sweeps.load_config_module(str(ROOT / "configs" / "ablations.py"))
   arg = f"study={study},smoke,seeds=2"
-  base, entries = module.get_config(arg), module.get_sweep(arg)
+  base, entries = ABLATIONS.get_config(arg), ABLATIONS.get_sweep(arg)
   configs = [sweeps.apply_overrides(base, e, str(ROOT / "configs")) for e in entries]
   assert len({sweeps.run_name(e) for e in entries}) == len(entries) >= 4
   assert {c.seed for c in configs} == {0, 1}
