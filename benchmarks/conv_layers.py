@@ -1,12 +1,17 @@
-"""Where the train step's time goes: each convolution of the DSH net alone, JAX vs PyTorch.
+"""Where the train step's time goes: each convolution and the max pool of the DSH net alone,
+JAX (the project's compile options, and XLA's defaults) vs PyTorch.
 
   python benchmarks/conv_layers.py [--batch 128] [--repeats 10]
 
 For each 5x5 'SAME' convolution of the DSH net (32x32x3 -> 32, 16x16x32 -> 32, 8x8x32 -> 64)
 times the forward pass and the forward + backward pass (gradients of input and kernel) of
-`jax.lax.conv_general_dilated` under jit (NHWC, the layout of the models) and of PyTorch's
-`conv2d` (NCHW, its native layout), best of `--repeats`, in alternating rounds. Prints the
-ratio JAX / PyTorch speed per layer (> 1: JAX is faster). The last line is one JSON object.
+`jax.lax.conv_general_dilated` under `hashing.compiling.jit` (NHWC, the layout of the models),
+under plain `jax.jit` (XLA's default options: on CPU the convolution goes to a YNNPACK fusion)
+and PyTorch's `conv2d` (NCHW, its native layout); then the DSH net's first max pool (3x3,
+stride 2, 128 x 32 x 32 x 32) forward + backward: `hashing.pooling.max_pool` vs
+`flax.linen.max_pool` (XLA's select-and-scatter gradient) vs PyTorch's `max_pool2d`. Best of
+`--repeats`, in alternating rounds. Prints each time and the ratio of each JAX variant's
+speed to PyTorch's (> 1: JAX is faster). The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -15,22 +20,25 @@ import argparse
 import importlib.util
 import json
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from timing import best_seconds
 
+from hashing import compiling, pooling  # noqa: E402 (timing put the project on sys.path)
+
 LAYERS = ((32, 3, 32), (16, 32, 32), (8, 32, 64))  # (spatial size, in channels, out channels)
 
 
-def jax_functions(x: np.ndarray, w: np.ndarray):
+def jax_functions(x: np.ndarray, w: np.ndarray, jit=compiling.jit):
   def conv(x, w):
     return jax.lax.conv_general_dilated(
       x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
 
-  forward = jax.jit(conv)
-  backward = jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=(0, 1)))
+  forward = jit(conv)
+  backward = jit(jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=(0, 1)))
   x, w = jnp.asarray(x), jnp.asarray(w)
   return (
     lambda: forward(x, w).block_until_ready(),
@@ -55,12 +63,49 @@ def torch_functions(x: np.ndarray, w: np.ndarray):
   return forward, backward
 
 
+def pool_functions(x: np.ndarray, has_torch: bool) -> dict:
+  """Forward + backward of the 3x3 / 2 max pool per contestant."""
+  x_jax = jnp.asarray(x)
+
+  def jax_pool(pool):
+    backward = compiling.jit(jax.grad(lambda x: jnp.sum(pool(x) ** 2)))
+    return lambda: backward(x_jax).block_until_ready()
+
+  functions = {
+    "jax": jax_pool(lambda x: pooling.max_pool(x, 3, 2)),
+    "jax-flax-pool": jax_pool(lambda x: nn.max_pool(x, (3, 3), (2, 2), "SAME")),
+  }
+  if has_torch:
+    import torch
+
+    x_torch = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().requires_grad_(True)
+
+    def torch_backward():
+      x_torch.grad = None
+      (torch.nn.functional.max_pool2d(x_torch, 3, 2, padding=1) ** 2).sum().backward()
+
+    functions["torch"] = torch_backward
+  return functions
+
+
 def _repeat(function):
   def run(times):
     for _ in range(times):
       function()
 
   return run
+
+
+def _report(label: str, seconds: dict, summary: dict) -> None:
+  """One line: each contestant's time, and each JAX variant's speed relative to PyTorch."""
+  line = f"{label:>34}: " + ", ".join(f"{n} {1e3 * t:6.1f} ms" for n, t in seconds.items())
+  for name, value in seconds.items():
+    summary[f"{label}/{name}_ms"] = round(1e3 * value, 2)
+    if "torch" in seconds and name != "torch":
+      ratio = seconds["torch"] / value
+      summary[f"{label}/{name}_over_torch"] = round(ratio, 3)
+      line += f"; {name} / PyTorch speed {ratio:.2f}x"
+  print(line)
 
 
 def main():
@@ -74,20 +119,20 @@ def main():
   for size, channels_in, channels_out in LAYERS:
     x = rng.standard_normal((args.batch, size, size, channels_in), dtype=np.float32)
     w = rng.standard_normal((5, 5, channels_in, channels_out), dtype=np.float32) * 0.1
-    contestants = {"jax": jax_functions(x, w)}
+    contestants = {
+      "jax": jax_functions(x, w),
+      "jax-xla-defaults": jax_functions(x, w, jit=jax.jit),
+    }
     if has_torch:
       contestants["torch"] = torch_functions(x, w)
-    label = f"{size}x{size}x{channels_in}->{channels_out}"
     for k, part in enumerate(("forward", "forward+backward")):
       runners = {name: _repeat(functions[k]) for name, functions in contestants.items()}
       seconds = best_seconds(runners, 1, args.repeats, warmup=1)
-      line = f"{label:>16} {part:>16}: JAX {1e3 * seconds['jax']:7.1f} ms"
-      if has_torch:
-        ratio = seconds["torch"] / seconds["jax"]
-        line += f", PyTorch {1e3 * seconds['torch']:7.1f} ms, JAX / PyTorch speed {ratio:.2f}x"
-        summary[f"{label}/{part}/jax_over_torch"] = round(ratio, 3)
-      summary[f"{label}/{part}/jax_ms"] = round(1e3 * seconds["jax"], 2)
-      print(line)
+      _report(f"conv {size}x{size}x{channels_in}->{channels_out} {part}", seconds, summary)
+  x = rng.standard_normal((args.batch, 32, 32, 32), dtype=np.float32)
+  runners = {name: _repeat(f) for name, f in pool_functions(x, has_torch).items()}
+  seconds = best_seconds(runners, 1, args.repeats, warmup=1)
+  _report("max-pool 3/2 32x32x32 forward+backward", seconds, summary)
   print(json.dumps(summary))
 
 

@@ -9,7 +9,8 @@ Studies (study=...):
   triplets  DNNH explicit random triplets vs in-batch all / hardest / semi-hard triplets
   quantize  DNNH piecewise-threshold quantization eps in 0 (off), 0.05, 0.1, 0.2
   bits      DSH code length 8, 16, 32, 64, 128
-  augment   DSH without augmentation vs random flip + crop (the default) vs flip + crop + cutout
+  augment   DSH without augmentation (the embedded default) vs random flip + crop (the other
+            presets' default) vs flip + crop + cutout
 Arguments: study=<name>, data=embedded|fashion-mnist|cifar10-dnnh|cifar10-dsh, bits=<q> (one
 length; head: several), backbone=dsh|nin-narrow|nin|vgg11, seeds=<n>, smoke. Writes table.md,
 summary.md (mean ± std over seeds per setting) and plots per bit length.

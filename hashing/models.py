@@ -15,7 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hashing import compiling
 from hashing.errors import UserError
+from hashing.pooling import max_pool
 
 
 class DSHBackbone(nn.Module):
@@ -36,7 +38,7 @@ class DSHBackbone(nn.Module):
     pool = dict(window_shape=(3, 3), strides=(2, 2), padding="SAME")
     conv = functools.partial(nn.Conv, kernel_size=(5, 5), padding="SAME", dtype=self.dtype)
     x = conv(self.widths[0])(x)
-    x = nn.relu(nn.max_pool(x, **pool))
+    x = nn.relu(max_pool(x, 3, 2))
     x = nn.relu(conv(self.widths[1])(x))
     x = nn.avg_pool(x, **pool)
     x = nn.relu(conv(self.widths[2])(x))
@@ -67,8 +69,8 @@ class NINBackbone(nn.Module):
     def conv(x, width, size):
       return nn.relu(nn.Conv(width, (size, size), padding="SAME", dtype=self.dtype)(x))
 
-    x = nn.max_pool(conv(conv(x, w0, 5), w0, 1), **pool)
-    x = nn.max_pool(conv(conv(x, w1, 5), w1, 1), **pool)
+    x = max_pool(conv(conv(x, w0, 5), w0, 1), 3, 2)
+    x = max_pool(conv(conv(x, w1, 5), w1, 1), 3, 2)
     x = nn.avg_pool(conv(conv(x, w2, 1), w2, 1), **pool)
     x = conv(conv(x, w3, 3), self.features, 1)
     return jnp.mean(x, axis=(1, 2))
@@ -96,7 +98,7 @@ class VGGBackbone(nn.Module):
       for width in widths:
         x = nn.Conv(width, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype)(x)
         x = nn.relu(nn.GroupNorm(num_groups=min(self.groups, width), dtype=self.dtype)(x))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+      x = max_pool(x, 2, 2)
     x = jnp.mean(x, axis=(1, 2))
     return nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(x))
 
@@ -312,7 +314,7 @@ def build_model(
 def _jitted_apply(model: HashNet):
   # Modules hash by their definition: one compiled apply per model across calls (a fresh
   # `jax.jit(model.apply)` per call would trace and compile again).
-  return jax.jit(model.apply)
+  return compiling.jit(model.apply)
 
 
 def encode(model: HashNet, params, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:

@@ -8,7 +8,7 @@ import jax
 import ml_collections
 import optax
 
-from hashing import augment, objectives
+from hashing import augment, compiling, objectives
 
 
 def _step_function(
@@ -53,7 +53,7 @@ def make_train_step(
   that many runs with their own parameters, batches, keys and hyperparameters at once.
   """
   step = _step_function(objective, optimizer, augment_config)
-  return jax.jit(step if members == 1 else jax.vmap(step))
+  return compiling.jit(step if members == 1 else jax.vmap(step))
 
 
 def make_train_chunk(
@@ -85,7 +85,7 @@ def make_train_chunk(
 
   if members > 1:
     chunk = jax.vmap(chunk, in_axes=(0, 0, data_axes, 0, 0, 0))
-  return jax.jit(chunk)
+  return compiling.jit(chunk)
 
 
 def scan_steps(config: ml_collections.ConfigDict) -> int:

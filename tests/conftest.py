@@ -21,3 +21,11 @@ def load_config(name: str, arg: str | None = None):
 needs_cifar10 = pytest.mark.skipif(
   not (CIFAR10_DIR / "test.npz").exists(), reason="CIFAR-10 shards not present"
 )
+
+
+def with_flip_and_crop(config):
+  """The config with random flip + crop on (the embedded preset trains without), so that the
+  equality tests (scanned vs looped, sharded vs not, vmapped vs separate) cover the
+  augmentation inside the step."""
+  config.augment.flip, config.augment.crop_padding = True, 2
+  return config

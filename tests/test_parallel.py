@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
-from conftest import ROOT, load_config
+from conftest import ROOT, load_config, with_flip_and_crop
 
 from hashing import train
 
@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent(
   import json, sys
   import jax, numpy as np
   sys.path.insert(0, "tests")
-  from conftest import load_config
+  from conftest import load_config, with_flip_and_crop
   from hashing import parallel, train
 
   assert jax.device_count() == 8, jax.devices()
@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
   for name, arg, scan in [("dsh", "bits=8,smoke", 1), ("dnnh", "bits=8,smoke,backbone=dsh", 1)]:
     outputs = []
     for data_parallel in (False, True):
-      config = load_config(name, arg)
+      config = with_flip_and_crop(load_config(name, arg))
       config.train.data_parallel, config.train.scan_steps = data_parallel, scan
       config.train.steps, config.train.log_every = 6, 1
       run_dir = f"{workdir}/{name}-{scan}-{data_parallel}"
@@ -85,6 +85,8 @@ def test_two_processes_match_one_process(tmp_path):
     "--config.train.steps=6",
     "--config.train.log_every=1",
     "--config.train.scan_steps=3",  # device-resident data + sharded indices: the GPU/TPU path
+    "--config.augment.flip=True",  # augmentation inside the sharded step
+    "--config.augment.crop_padding=2",
   ]
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
 
@@ -117,7 +119,7 @@ def test_two_processes_match_one_process(tmp_path):
   assert "| cnnh+ |" in out0 and "| cnnh+ |" not in out1  # process 0 reports for both
 
   single = tmp_path / "one-process"
-  config = load_config("cnnh", "cnnh+,bits=8,smoke")
+  config = with_flip_and_crop(load_config("cnnh", "cnnh+,bits=8,smoke"))
   config.train.steps, config.train.log_every, config.train.scan_steps = 6, 1, 3
   train.train_and_evaluate(config, str(single))
   lines = [json.loads(line) for line in open(multi / "metrics.jsonl")]

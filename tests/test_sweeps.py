@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, load_config
+from conftest import ROOT, load_config, with_flip_and_crop
 
 from hashing import sweeps, train
 from hashing.errors import UserError
@@ -22,7 +22,7 @@ ENTRIES = [
 @pytest.fixture(scope="module")
 def alpha_sweep(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("sweep")
-  base = load_config("dsh", "bits=8,smoke")
+  base = with_flip_and_crop(load_config("dsh", "bits=8,smoke"))
   results = sweeps.run_sweep(base, ENTRIES, str(workdir), config_dir=str(ROOT / "configs"))
   return workdir, results
 
@@ -59,7 +59,10 @@ def test_restart_skips_finished_runs_and_report_rebuilds_the_same_tables(alpha_s
   stamps = [os.path.getmtime(workdir / sweeps.run_name(e) / "results.json") for e in ENTRIES]
   table = (workdir / "table.md").read_text()
   again = sweeps.run_sweep(
-    load_config("dsh", "bits=8,smoke"), ENTRIES, str(workdir), config_dir=str(ROOT / "configs")
+    with_flip_and_crop(load_config("dsh", "bits=8,smoke")),
+    ENTRIES,
+    str(workdir),
+    config_dir=str(ROOT / "configs"),
   )
   assert again == results
   assert stamps == [
@@ -72,7 +75,7 @@ def test_restart_skips_finished_runs_and_report_rebuilds_the_same_tables(alpha_s
 
 def test_parallel_processes_give_the_same_codes_as_sequential_runs(alpha_sweep, tmp_path):
   workdir, _ = alpha_sweep
-  base = load_config("dsh", "bits=8,smoke")
+  base = with_flip_and_crop(load_config("dsh", "bits=8,smoke"))
   sweeps.run_sweep(base, ENTRIES[:2], str(tmp_path), config_dir=str(ROOT / "configs"), processes=2)
   for entry in ENTRIES[:2]:
     name = sweeps.run_name(entry)
@@ -178,7 +181,7 @@ VMAP_ENTRIES = [
 
 
 def test_vmap_sweep_gives_the_results_of_separate_runs(tmp_path):
-  base = load_config("dsh", "bits=8,smoke")
+  base = with_flip_and_crop(load_config("dsh", "bits=8,smoke"))
   base.data.split_seed = 0  # one split for every seed: the runs can share one vmapped step
   configs = str(ROOT / "configs")
   together = sweeps.run_sweep(

@@ -8,7 +8,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import CIFAR10_DIR, ROOT, load_config, needs_cifar10
+from conftest import CIFAR10_DIR, ROOT, load_config, needs_cifar10, with_flip_and_crop
 
 from hashing import metrics, models, objectives, optim, steps, train
 from hashing.errors import UserError
@@ -231,7 +231,7 @@ def test_scanned_chunks_on_device_data_train_like_the_step_loop(tmp_path, name, 
   for scan in (1, 4):
     configs = []
     for seed in range(runs):
-      config = load_config(name, arg)
+      config = with_flip_and_crop(load_config(name, arg))
       config.seed, config.data.split_seed, config.train.scan_steps = seed, 0, scan
       config.train.steps, config.train.log_every = 6, 1  # chunks of 4 + 2 steps
       configs.append(config)

@@ -1,0 +1,117 @@
+"""Max pooling with a gradient that XLA:CPU runs fast, equal to `flax.linen.max_pool`'s.
+
+XLA differentiates the library's reduce-window maximum with a select-and-scatter, which on
+CPU measured about 9x slower than the rest of the pool (the DSH net's first pool, 128 x 32 x
+32 x 32: 72 ms for its gradient against 3 ms forward). Here the input is padded to a grid of
+whole strides and viewed as `[B, H/s, s, W/s, s, C]` (a free reshape): window offset (dy, dx)
+is then the plain slice `[:, dy//s : dy//s + out_h, dy%s, dx//s : dx//s + out_w, dx%s]`, the
+forward pass is the elementwise maximum of the window^2 slices, and the backward pass adds
+each slice's share of the output gradient back into its stride phase with a pad. Ties go to
+the first maximal offset in row-major order, as XLA's select-and-scatter does, so values and
+gradients equal `flax.linen.max_pool(x, (k, k), (s, s), "SAME")` exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+
+def _geometry(size: int, window: int, stride: int) -> tuple[int, int, int]:
+  """(output size, padding before, padded grid size) of one spatial axis under 'SAME'."""
+  out = -(-size // stride)
+  pad = max((out - 1) * stride + window - size, 0)
+  # A grid of whole strides that holds every window: out + (window - 1) // stride phases rows.
+  return out, pad // 2, stride * (out + (window - 1) // stride)
+
+
+def _phase_grid(x: jnp.ndarray, window: int, stride: int):
+  """x `[B, H, W, C]` padded with -inf and viewed as `[B, Gh, s, Gw, s, C]`, and the output
+  sizes; lax's 'SAME' puts the smaller half of the padding before."""
+  _, height, width, channels = x.shape
+  out_h, before_h, grid_h = _geometry(height, window, stride)
+  out_w, before_w, grid_w = _geometry(width, window, stride)
+  padded = jnp.pad(
+    x,
+    (
+      (0, 0),
+      (before_h, grid_h - height - before_h),
+      (before_w, grid_w - width - before_w),
+      (0, 0),
+    ),
+    constant_values=-jnp.inf,
+  )
+  grid = padded.reshape(x.shape[0], grid_h // stride, stride, grid_w // stride, stride, channels)
+  return grid, out_h, out_w
+
+
+def _offsets(window: int):
+  return [(dy, dx) for dy in range(window) for dx in range(window)]
+
+
+def _window_slice(grid, dy, dx, stride, out_h, out_w):
+  return grid[
+    :,
+    dy // stride : dy // stride + out_h,
+    dy % stride,
+    dx // stride : dx // stride + out_w,
+    dx % stride,
+  ]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def max_pool(x: jnp.ndarray, window: int, stride: int) -> jnp.ndarray:
+  """Max pooling `[B, H, W, C]` -> `[B, ceil(H/stride), ceil(W/stride), C]`, 'SAME' padding,
+  a `window` x `window` window every `stride` pixels."""
+  return _forward(x, window, stride)[0]
+
+
+def _forward(x, window, stride):
+  # Values from XLA's reduce-window, which is fast forward; only its gradient is replaced.
+  out = jax.lax.reduce_window(
+    x, -jnp.inf, jax.lax.max, (1, window, window, 1), (1, stride, stride, 1), "SAME"
+  )
+  return out, (x, out)
+
+
+def _backward(window, stride, residuals, out_grad):
+  x, out = residuals
+  shape = x.shape
+  grid = _phase_grid(x, window, stride)[0]
+  _, phases_h, _, phases_w, _, _ = grid.shape
+  out_h, out_w = out.shape[1:3]
+  phase_grads = {}
+  taken = jnp.zeros(out.shape, bool)
+  for dy, dx in _offsets(window):
+    # The first offset (row-major) that holds a window's maximum takes its whole gradient.
+    hit = (_window_slice(grid, dy, dx, stride, out_h, out_w) == out) & ~taken
+    taken = taken | hit
+    share = jnp.where(hit, out_grad, 0).astype(out_grad.dtype)
+    shift_h, shift_w = dy // stride, dx // stride
+    placed = jnp.pad(
+      share,
+      (
+        (0, 0),
+        (shift_h, phases_h - out_h - shift_h),
+        (shift_w, phases_w - out_w - shift_w),
+        (0, 0),
+      ),
+    )
+    phase = (dy % stride, dx % stride)
+    phase_grads[phase] = phase_grads[phase] + placed if phase in phase_grads else placed
+  zeros = jnp.zeros((shape[0], phases_h, phases_w, shape[3]), out_grad.dtype)
+  rows = [
+    jnp.stack([phase_grads.get((py, px), zeros) for px in range(stride)], axis=3)
+    for py in range(stride)
+  ]
+  grid_grad = jnp.stack(rows, axis=2).reshape(
+    shape[0], phases_h * stride, phases_w * stride, shape[3]
+  )
+  _, before_h, _ = _geometry(shape[1], window, stride)
+  _, before_w, _ = _geometry(shape[2], window, stride)
+  return (grid_grad[:, before_h : before_h + shape[1], before_w : before_w + shape[2]],)
+
+
+max_pool.defvjp(_forward, _backward)
