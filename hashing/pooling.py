@@ -1,14 +1,15 @@
 """Max pooling with a gradient that XLA:CPU runs fast, equal to `flax.linen.max_pool`'s.
 
 XLA differentiates the library's reduce-window maximum with a select-and-scatter, which on
-CPU measured about 9x slower than the rest of the pool (the DSH net's first pool, 128 x 32 x
-32 x 32: 72 ms for its gradient against 3 ms forward). Here the input is padded to a grid of
-whole strides and viewed as `[B, H/s, s, W/s, s, C]` (a free reshape): window offset (dy, dx)
-is then the plain slice `[:, dy//s : dy//s + out_h, dy%s, dx//s : dx//s + out_w, dx%s]`, the
-forward pass is the elementwise maximum of the window^2 slices, and the backward pass adds
-each slice's share of the output gradient back into its stride phase with a pad. Ties go to
-the first maximal offset in row-major order, as XLA's select-and-scatter does, so values and
-gradients equal `flax.linen.max_pool(x, (k, k), (s, s), "SAME")` exactly.
+CPU measured about 20x slower than the forward pass (the DSH net's first pool, 128 x 32 x 32
+x 32: 67 ms forward + backward against 10 ms here; `benchmarks/conv_layers.py`). The forward
+pass stays XLA's reduce-window; the backward pass pads the input to a grid of whole strides
+and views it as `[B, Gh, s, Gw, s, C]` (a free reshape), where window offset (dy, dx) is the
+plain slice `[:, dy//s : dy//s + out_h, dy%s, dx//s : dx//s + out_w, dx%s]`; each offset's
+share of the output gradient goes back into its stride phase with a pad. Ties go to the first
+maximal offset in row-major order, as XLA's select-and-scatter does: the same inputs receive
+the same gradient as with `flax.linen.max_pool(x, (k, k), (s, s), "SAME")` (where windows
+overlap, their shares are added in another order: equal up to float rounding).
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ def _geometry(size: int, window: int, stride: int) -> tuple[int, int, int]:
   """(output size, padding before, padded grid size) of one spatial axis under 'SAME'."""
   out = -(-size // stride)
   pad = max((out - 1) * stride + window - size, 0)
-  # A grid of whole strides that holds every window: out + (window - 1) // stride phases rows.
+  # A grid of whole strides that holds every window: out + (window - 1) // stride phase rows.
   return out, pad // 2, stride * (out + (window - 1) // stride)
 
 
 def _phase_grid(x: jnp.ndarray, window: int, stride: int):
-  """x `[B, H, W, C]` padded with -inf and viewed as `[B, Gh, s, Gw, s, C]`, and the output
-  sizes; lax's 'SAME' puts the smaller half of the padding before."""
+  """(x `[B, H, W, C]` padded with -inf and viewed as `[B, Gh, s, Gw, s, C]`, out_h, out_w);
+  like lax's 'SAME', the smaller half of the padding goes before."""
   _, height, width, channels = x.shape
   out_h, before_h, grid_h = _geometry(height, window, stride)
   out_w, before_w, grid_w = _geometry(width, window, stride)
