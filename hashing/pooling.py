@@ -29,11 +29,11 @@ def _geometry(size: int, window: int, stride: int) -> tuple[int, int, int]:
 
 
 def _phase_grid(x: jnp.ndarray, window: int, stride: int):
-  """(x `[B, H, W, C]` padded with -inf and viewed as `[B, Gh, s, Gw, s, C]`, out_h, out_w);
-  like lax's 'SAME', the smaller half of the padding goes before."""
+  """x `[B, H, W, C]` padded with -inf and viewed as `[B, Gh, s, Gw, s, C]`; like lax's
+  'SAME', the smaller half of the padding goes before."""
   _, height, width, channels = x.shape
-  out_h, before_h, grid_h = _geometry(height, window, stride)
-  out_w, before_w, grid_w = _geometry(width, window, stride)
+  _, before_h, grid_h = _geometry(height, window, stride)
+  _, before_w, grid_w = _geometry(width, window, stride)
   padded = jnp.pad(
     x,
     (
@@ -44,8 +44,7 @@ def _phase_grid(x: jnp.ndarray, window: int, stride: int):
     ),
     constant_values=-jnp.inf,
   )
-  grid = padded.reshape(x.shape[0], grid_h // stride, stride, grid_w // stride, stride, channels)
-  return grid, out_h, out_w
+  return padded.reshape(x.shape[0], grid_h // stride, stride, grid_w // stride, stride, channels)
 
 
 def _offsets(window: int):
@@ -80,7 +79,7 @@ def _forward(x, window, stride):
 def _backward(window, stride, residuals, out_grad):
   x, out = residuals
   shape = x.shape
-  grid = _phase_grid(x, window, stride)[0]
+  grid = _phase_grid(x, window, stride)
   _, phases_h, _, phases_w, _, _ = grid.shape
   out_h, out_w = out.shape[1:3]
   phase_grads = {}
@@ -89,7 +88,7 @@ def _backward(window, stride, residuals, out_grad):
     # The first offset (row-major) that holds a window's maximum takes its whole gradient.
     hit = (_window_slice(grid, dy, dx, stride, out_h, out_w) == out) & ~taken
     taken = taken | hit
-    share = jnp.where(hit, out_grad, 0).astype(out_grad.dtype)
+    share = jnp.where(hit, out_grad, 0)
     shift_h, shift_w = dy // stride, dx // stride
     placed = jnp.pad(
       share,
