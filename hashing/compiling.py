@@ -4,8 +4,8 @@ On CPU, XLA (jaxlib 0.10) hands convolutions to YNNPACK by default, which ran th
 thread here: each 5x5 convolution of the DSH net took as long with one core as with two,
 and disabling the YNNPACK fusions let XLA's Eigen convolutions use every core (the first
 layer's forward pass went from 30 to 12 ms per batch of 128 on 2 cores; whole DSH train
-steps from about 680 to 920 images/s; `benchmarks/conv_layers.py`). Other backends compile
-with XLA's defaults.
+steps from about 680 to 920 images/s; `benchmarks/conv_layers.py`,
+`benchmarks/train_throughput.py`). Other backends compile with XLA's defaults.
 """
 
 from __future__ import annotations
