@@ -95,6 +95,7 @@ def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDi
   c.model.output = "none"  # none | tanh | sigmoid (binarised at 0.5)
   c.model.features_per_bit = 0  # > 0: backbone features = features_per_bit * bits (DNNH: 50)
   c.model.quantize_eps = 0.0  # > 0: DNNH piecewise threshold of sigmoid outputs in training
+  c.model.dropout = 0.0  # > 0: dropout on the backbone features in training
   c.model.dtype = "float32"  # float32 | bfloat16 (compute; parameters and loss stay float32)
 
   c.train = ml_collections.ConfigDict()

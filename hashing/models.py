@@ -161,6 +161,8 @@ class HashNet(nn.Module):
   attributes (not parameters) so that they travel with the model definition.
   `quantize_eps` > 0 with a sigmoid output applies `piecewise_threshold` when `train=True`.
   `num_classes` > 0 adds a class-label output on the backbone features (CNNH+).
+  `dropout` > 0 zeroes that fraction of the backbone features (scaling the rest by
+  1 / (1 - dropout)) when `train=True`; the apply then needs `rngs={"dropout": key}`.
   Input `[batch, H, W, C]` uint8 (or float in 0..255); output codes `[batch, bits]` float32,
   and with `with_logits=True` the pair (codes, logits `[batch, num_classes]`).
   """
@@ -172,11 +174,14 @@ class HashNet(nn.Module):
   pixel_std: Sequence[float] = (255.0,)
   quantize_eps: float = 0.0
   num_classes: int = 0
+  dropout: float = 0.0
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False, with_logits: bool = False):
     x = (images.astype(jnp.float32) - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
     features = self.backbone(x)
+    if self.dropout > 0:
+      features = nn.Dropout(self.dropout, deterministic=not train)(features)
     # The output activation, the loss and the optimizer work in float32 whatever the compute
     # dtype of the backbone and head (mixed precision).
     codes = OUTPUTS[self.output](self.head(features).astype(jnp.float32))
@@ -198,7 +203,13 @@ TRIPLET_APPLY = ("vmap", "concat", "separate")
 
 
 def apply_triplets(
-  model: HashNet, params, images: jnp.ndarray, *, mode: str = "vmap", train: bool = False
+  model: HashNet,
+  params,
+  images: jnp.ndarray,
+  *,
+  mode: str = "vmap",
+  train: bool = False,
+  dropout_key: jax.Array | None = None,
 ) -> jnp.ndarray:
   """One set of shared weights applied to anchors, positives and negatives.
 
@@ -208,18 +219,25 @@ def apply_triplets(
       shared-weight branches); "concat" runs one `[3 * batch]` batch; "separate" runs three
       applies. All three give the same codes; they differ in speed per backend
       (benchmarks/triplet_apply.py).
+    dropout_key: the dropout key of a training apply (models with `dropout` > 0); each of the
+      three branches draws its own masks from it.
 
   Returns:
     codes `[3, batch, bits]`.
   """
+  keys = jax.random.split(jax.random.key(0) if dropout_key is None else dropout_key, 3)
+
+  def apply(x, key):
+    return model.apply(params, x, train=train, rngs={"dropout": key})
+
   if mode == "vmap":
-    return jax.vmap(lambda x: model.apply(params, x, train=train))(images)
+    return jax.vmap(apply)(images, keys)
   if mode == "concat":
     three, batch = images.shape[:2]
-    codes = model.apply(params, images.reshape(three * batch, *images.shape[2:]), train=train)
+    codes = apply(images.reshape(three * batch, *images.shape[2:]), keys[0])
     return codes.reshape(three, batch, -1)
   if mode == "separate":
-    return jnp.stack([model.apply(params, images[i], train=train) for i in range(3)])
+    return jnp.stack([apply(images[i], keys[i]) for i in range(3)])
   raise UserError(f"triplet apply mode {mode!r} is unknown; choose one of {list(TRIPLET_APPLY)}.")
 
 
@@ -269,7 +287,7 @@ def build_model(
   num_classes: int = 0,
 ) -> HashNet:
   """Builds a `HashNet` from `config.model` (fields `backbone`, `head`, `bits`, `output`, and
-  optionally `features_per_bit`, `quantize_eps`, `dtype`); `num_classes` > 0 adds a class
+  optionally `features_per_bit`, `quantize_eps`, `dropout`, `dtype`); `num_classes` > 0 adds a class
   output. `dtype` "bfloat16" computes the backbone and head in bfloat16 (mixed precision:
   parameters, outputs, loss and optimizer state stay float32)."""
   for field, table in (("backbone", BACKBONES), ("head", HEADS)):
@@ -299,6 +317,9 @@ def build_model(
   eps = model_config.get("quantize_eps", 0.0)
   if not 0 <= eps < 0.5:
     raise UserError(f"config.model.quantize_eps={eps} must be in [0, 0.5) (0 disables it).")
+  dropout = model_config.get("dropout", 0.0)
+  if not 0 <= dropout < 1:
+    raise UserError(f"config.model.dropout={dropout} must be in [0, 1) (0 disables it).")
   return HashNet(
     backbone=backbone,
     head=HEADS[model_config.head](bits=bits, dtype=COMPUTE_DTYPES[dtype]),
@@ -307,6 +328,7 @@ def build_model(
     pixel_std=tuple(float(s) for s in pixel_std),
     quantize_eps=float(eps),
     num_classes=int(num_classes),
+    dropout=float(dropout),
   )
 
 

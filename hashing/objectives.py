@@ -29,9 +29,10 @@ SAMPLING = ("random", *losses.MINING)
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-  """`loss(params, batch, hyper) -> scalar` and the kind of batch it takes ("labeled",
-  "triplets" or "targets"). `hyper` is `hyperparameters(config)`: passed as arrays, not baked
-  in, so that runs differing only in them share one compiled (and vmapped) step."""
+  """`loss(params, batch, hyper, dropout_key) -> scalar` and the kind of batch it takes
+  ("labeled", "triplets" or "targets"). `hyper` is `hyperparameters(config)`: passed as arrays,
+  not baked in, so that runs differing only in them share one compiled (and vmapped) step.
+  `dropout_key` draws the model's dropout masks (unused when `config.model.dropout` is 0)."""
 
   batch_kind: str
   loss: Callable[..., jnp.ndarray]
@@ -66,23 +67,24 @@ def make_objective(
   cfg = config.loss
   losses.check_loss_config(cfg)
 
-  def codes_of(params, images):
-    return model.apply(params, images, train=True)
+  def codes_of(params, images, key, with_logits=False):
+    return model.apply(params, images, train=True, rngs={"dropout": key}, with_logits=with_logits)
 
   if cfg.name == "dsh":
 
-    def pairwise(params, batch, hyper):
-      codes = codes_of(params, batch["images"])
+    def pairwise(params, batch, hyper, key):
+      codes = codes_of(params, batch["images"], key)
       return losses.dsh_loss(codes, batch["labels"], margin=hyper["margin"], alpha=hyper["alpha"])
 
     return Objective("labeled", pairwise)
 
   if cfg.name == "cnnh":
 
-    def regression(params, batch, hyper):
+    def regression(params, batch, hyper, key):
       if not model.num_classes:
-        return losses.code_regression_loss(codes_of(params, batch["images"]), batch["targets"])
-      codes, logits = model.apply(params, batch["images"], train=True, with_logits=True)
+        codes = codes_of(params, batch["images"], key)
+        return losses.code_regression_loss(codes, batch["targets"])
+      codes, logits = codes_of(params, batch["images"], key, with_logits=True)
       class_loss = losses.classification_loss(logits, batch["labels"], multi_label=multi_label)
       return losses.code_regression_loss(codes, batch["targets"]) + cfg.class_weight * class_loss
 
@@ -101,14 +103,16 @@ def make_objective(
         f"{list(models.TRIPLET_APPLY)}."
       )
 
-    def explicit(params, batch, hyper):
-      codes = models.apply_triplets(model, params, batch["images"], mode=mode, train=True)
+    def explicit(params, batch, hyper, key):
+      codes = models.apply_triplets(
+        model, params, batch["images"], mode=mode, train=True, dropout_key=key
+      )
       return losses.triplet_loss(codes[0], codes[1], codes[2], margin=hyper["margin"])
 
     return Objective("triplets", explicit)
 
-  def in_batch(params, batch, hyper):
-    codes = codes_of(params, batch["images"])
+  def in_batch(params, batch, hyper, key):
+    codes = codes_of(params, batch["images"], key)
     return losses.batch_triplet_loss(
       codes, batch["labels"], margin=hyper["margin"], mining=cfg.sampling
     )

@@ -76,6 +76,7 @@ def test_output_activation_bounds(output, low, high):
     ("bits", 0, "positive"),
     ("output", "relu", "output"),
     ("dtype", "float16", "dtype"),
+    ("dropout", 1.0, "dropout"),
   ],
 )
 def test_bad_model_config_is_a_user_error(field, value, message):
@@ -135,6 +136,31 @@ def test_triplet_apply_modes_equal_three_separate_applies(mode):
   expected = np.stack([model.apply(params, images[i]) for i in range(3)])
   apply = jax.jit(lambda p, x: models.apply_triplets(model, p, x, mode=mode))
   chex.assert_trees_all_close(apply(params, images), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_in_training_only_and_unbiased():
+  config = load_config("dsh", "bits=8")
+  plain = models.build_model(config.model, [120.0], [60.0])
+  config.model.dropout = 0.5
+  model = models.build_model(config.model, [120.0], [60.0])
+  images = np.random.default_rng(5).integers(0, 256, (4, 16, 16, 1), dtype=np.uint8)
+  params = model.init(jax.random.key(0), images)  # dropout adds no parameters
+  test_codes = model.apply(params, images)
+  chex.assert_trees_all_close(test_codes, plain.apply(params, images))
+
+  @jax.jit
+  @jax.vmap
+  def train_codes(key):
+    return model.apply(params, images, train=True, rngs={"dropout": key})
+
+  codes = train_codes(jax.random.split(jax.random.key(1), 4000))
+  assert not np.allclose(codes[0], codes[1])  # a new mask per key
+  # Inverted dropout keeps the expected features; the FC head and linear output are linear, so
+  # the mean code over masks is the test-time code (standard error ~ 0.02 here).
+  scale = float(jnp.abs(test_codes).mean())
+  np.testing.assert_allclose(codes.mean(0), test_codes, atol=0.1 * scale)
+  with pytest.raises(Exception, match="dropout"):  # training without a key: flax says which
+    model.apply(params, images, train=True)
 
 
 def test_piecewise_threshold_values_gradient_and_use_in_training_only():

@@ -42,7 +42,8 @@ def test_explicit_triplet_loss_and_gradients_same_for_every_apply_mode(embedded)
     objective = objectives.make_objective(config, model)
     assert objective.batch_kind == "triplets"
     hyper = objectives.hyperparameters(config)
-    results.append(jax.jit(jax.value_and_grad(objective.loss))(params, batch, hyper))
+    loss_and_grad = jax.jit(jax.value_and_grad(objective.loss))
+    results.append(loss_and_grad(params, batch, hyper, jax.random.key(1)))
   for other in results[1:]:
     chex.assert_trees_all_close(other, results[0], rtol=1e-4, atol=1e-6)
 
@@ -94,3 +95,27 @@ def test_bad_triplet_settings_are_user_errors(field, value, message):
   config[section][key] = value
   with pytest.raises(UserError, match=message):
     objectives.make_objective(config, models.build_model(config.model))
+
+
+def test_dropout_masks_follow_the_step_key(embedded):
+  images, labels = embedded
+  config = load_config("dsh", "bits=12,smoke")
+  config.augment.flip, config.augment.crop_padding = False, 0  # only dropout is random
+  batch = objectives.Batches("labeled", images, labels, 32, seed=0)(0)
+  hyper = objectives.hyperparameters(config)
+  losses = {}
+  for rate in (0.0, 0.5):
+    config.model.dropout = rate
+    model = models.build_model(config.model, [72.0], [89.0])
+    optimizer = optim.make_optimizer(config.train, 10)
+    step = steps.make_train_step(
+      objectives.make_objective(config, model), optimizer, config.augment
+    )
+    params = model.init(jax.random.key(0), images[:1])
+    state = optimizer.init(params)
+    losses[rate] = [
+      float(step(params, state, batch, jax.random.key(k), hyper)[2]) for k in (0, 0, 1)
+    ]
+  assert losses[0.0][0] == losses[0.0][1] == losses[0.0][2]  # no dropout: the key changes nothing
+  assert losses[0.5][0] == losses[0.5][1] != losses[0.5][2]  # dropout: one mask per step key
+  assert losses[0.5][0] != losses[0.0][0]
