@@ -287,8 +287,8 @@ def build_model(
   num_classes: int = 0,
 ) -> HashNet:
   """Builds a `HashNet` from `config.model` (fields `backbone`, `head`, `bits`, `output`, and
-  optionally `features_per_bit`, `quantize_eps`, `dropout`, `dtype`); `num_classes` > 0 adds a class
-  output. `dtype` "bfloat16" computes the backbone and head in bfloat16 (mixed precision:
+  optionally `features_per_bit`, `quantize_eps`, `dropout`, `dtype`); `num_classes` > 0 adds a
+  class output. `dtype` "bfloat16" computes the backbone and head in bfloat16 (mixed precision:
   parameters, outputs, loss and optimizer state stay float32)."""
   for field, table in (("backbone", BACKBONES), ("head", HEADS)):
     if model_config[field] not in table:
