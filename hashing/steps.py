@@ -29,7 +29,7 @@ def _step_function(
     cutout = augment_config.get("cutout", 0)
     flat = augment.random_cutout(jax.random.fold_in(key, 1), flat, size=cutout)
     batch = {**batch, "images": flat.reshape(images.shape)}
-    dropout_key = jax.random.fold_in(key, 2)
+    dropout_key = jax.random.fold_in(key, 2)  # its own key too, like cutout's
     loss, grads = jax.value_and_grad(objective.loss)(params, batch, hyper, dropout_key)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     updates = jax.tree.map(lambda u: hyper["learning_rate"] * u, updates)
