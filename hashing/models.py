@@ -225,19 +225,23 @@ def apply_triplets(
   Returns:
     codes `[3, batch, bits]`.
   """
-  keys = jax.random.split(jax.random.key(0) if dropout_key is None else dropout_key, 3)
+  # No key: no rngs, so that a model with dropout fails loudly instead of reusing fixed masks.
+  keys = None if dropout_key is None else jax.random.split(dropout_key, 3)
 
   def apply(x, key):
-    return model.apply(params, x, train=train, rngs={"dropout": key})
+    return model.apply(params, x, train=train, rngs=None if key is None else {"dropout": key})
+
+  def branch_key(i):
+    return None if keys is None else keys[i]
 
   if mode == "vmap":
-    return jax.vmap(apply)(images, keys)
+    return jax.vmap(apply)(images, keys)  # keys None: vmap maps over no leaves
   if mode == "concat":
     three, batch = images.shape[:2]
-    codes = apply(images.reshape(three * batch, *images.shape[2:]), keys[0])
+    codes = apply(images.reshape(three * batch, *images.shape[2:]), branch_key(0))
     return codes.reshape(three, batch, -1)
   if mode == "separate":
-    return jnp.stack([apply(images[i], keys[i]) for i in range(3)])
+    return jnp.stack([apply(images[i], branch_key(i)) for i in range(3)])
   raise UserError(f"triplet apply mode {mode!r} is unknown; choose one of {list(TRIPLET_APPLY)}.")
 
 
