@@ -96,6 +96,9 @@ def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDi
   c.model.features_per_bit = 0  # > 0: backbone features = features_per_bit * bits (DNNH: 50)
   c.model.quantize_eps = 0.0  # > 0: DNNH piecewise threshold of sigmoid outputs in training
   c.model.dropout = 0.0  # > 0: dropout on the backbone features in training
+  # True: a code is the mean of the outputs for the image and its mirror image (test time only;
+  # for data whose classes survive a horizontal flip).
+  c.model.flip_average = False
   c.model.dtype = "float32"  # float32 | bfloat16 (compute; parameters and loss stay float32)
 
   c.train = ml_collections.ConfigDict()

@@ -163,6 +163,9 @@ class HashNet(nn.Module):
   `num_classes` > 0 adds a class-label output on the backbone features (CNNH+).
   `dropout` > 0 zeroes that fraction of the backbone features (scaling the rest by
   1 / (1 - dropout)) when `train=True`; the apply then needs `rngs={"dropout": key}`.
+  `flip_average` makes the test-time output the mean over the image and its mirror image,
+  `(f(x) + f(flip(x))) / 2`, so that a code does not change when the image is mirrored
+  (training, which sees random flips, is unchanged).
   Input `[batch, H, W, C]` uint8 (or float in 0..255); output codes `[batch, bits]` float32,
   and with `with_logits=True` the pair (codes, logits `[batch, num_classes]`).
   """
@@ -175,10 +178,14 @@ class HashNet(nn.Module):
   quantize_eps: float = 0.0
   num_classes: int = 0
   dropout: float = 0.0
+  flip_average: bool = False
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False, with_logits: bool = False):
     x = (images.astype(jnp.float32) - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
+    averaged = self.flip_average and not train
+    if averaged:  # one pass over [2 * batch]: the images, then their mirror images (width axis)
+      x = jnp.concatenate([x, x[:, :, ::-1]])
     features = self.backbone(x)
     if self.dropout > 0:
       features = nn.Dropout(self.dropout, deterministic=not train)(features)
@@ -191,6 +198,10 @@ class HashNet(nn.Module):
     logits = None
     if self.num_classes:
       logits = nn.Dense(self.num_classes, name="classes")(features.astype(jnp.float32))
+    if averaged:
+      codes, logits = jax.tree_util.tree_map(
+        lambda y: 0.5 * (y[: len(y) // 2] + y[len(y) // 2 :]), (codes, logits)
+      )
     return (codes, logits) if with_logits else codes
 
   @property
@@ -291,9 +302,9 @@ def build_model(
   num_classes: int = 0,
 ) -> HashNet:
   """Builds a `HashNet` from `config.model` (fields `backbone`, `head`, `bits`, `output`, and
-  optionally `features_per_bit`, `quantize_eps`, `dropout`, `dtype`); `num_classes` > 0 adds a
-  class output. `dtype` "bfloat16" computes the backbone and head in bfloat16 (mixed precision:
-  parameters, outputs, loss and optimizer state stay float32)."""
+  optionally `features_per_bit`, `quantize_eps`, `dropout`, `flip_average`, `dtype`);
+  `num_classes` > 0 adds a class output. `dtype` "bfloat16" computes the backbone and head in
+  bfloat16 (mixed precision: parameters, outputs, loss and optimizer state stay float32)."""
   for field, table in (("backbone", BACKBONES), ("head", HEADS)):
     if model_config[field] not in table:
       raise UserError(
@@ -333,6 +344,7 @@ def build_model(
     quantize_eps=float(eps),
     num_classes=int(num_classes),
     dropout=float(dropout),
+    flip_average=bool(model_config.get("flip_average", False)),
   )
 
 

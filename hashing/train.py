@@ -304,19 +304,28 @@ def evaluate_model(
   return evaluate_codes(config, query_codes, database_codes, pooled.labels, split, workdir)
 
 
-def reevaluate(workdir: str) -> dict:
+def reevaluate(workdir: str, *, flip_average: bool | None = None) -> dict:
   """Evaluates a finished run's `params.msgpack` again with the current code.
 
   Rebuilds the data split from the run's `config.json` and the model from its `results.json`
-  (input statistics); rewrites `codes.npz` and writes `reevaluation.json` (the original
-  `results.json` stays). For runs evaluated by an older version of the protocol or metrics.
+  (input statistics); writes `reevaluation.json` (the original `results.json` stays) and
+  rewrites `codes.npz`. For runs evaluated by an older version of the protocol or metrics.
+
+  flip_average: encode with (True) or without (False) the flip-averaged codes of
+    `config.model.flip_average` instead of the run's own choice; `reevaluation.json` then says
+    which, and `codes.npz` keeps the run's own codes.
   """
   with open(os.path.join(workdir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
+  own = bool(config.model.get("flip_average", False))
+  chosen = own if flip_average is None else bool(flip_average)
   pooled, split = prepare_data(config)
   trained = search.TrainedModel.load(workdir, image_shape=pooled.images.shape[1:])
-  model, params = trained.model, trained.params
-  evaluation = evaluate_model(config, model, params, pooled, split, workdir)
+  model = trained.model.clone(flip_average=chosen)
+  evaluation = evaluate_model(
+    config, model, trained.params, pooled, split, workdir if chosen == own else None
+  )
+  evaluation["flip_average"] = chosen
   hio.write_json(os.path.join(workdir, "reevaluation.json"), evaluation)
   return evaluation
 

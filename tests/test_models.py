@@ -163,6 +163,25 @@ def test_dropout_in_training_only_and_unbiased():
     model.apply(params, images, train=True)
 
 
+@pytest.mark.parametrize("name, arg", [("dsh", "bits=8"), ("cnnh", "cnnh+,bits=8")])
+def test_flip_average_is_the_mean_of_both_views_at_test_time_only(name, arg):
+  config = load_config(name, arg)
+  plain = models.build_model(config.model, [120.0], [60.0], num_classes=3)
+  config.model.flip_average = True
+  model = models.build_model(config.model, [120.0], [60.0], num_classes=3)
+  images = np.random.default_rng(6).integers(0, 256, (4, 16, 16, 1), dtype=np.uint8)
+  mirrored = images[:, :, ::-1]
+  params = model.init(jax.random.key(0), images)
+  both = [plain.apply(params, x, with_logits=True) for x in (images, mirrored)]
+  expected = jax.tree_util.tree_map(lambda a, b: (a + b) / 2, *both)
+  chex.assert_trees_all_close(model.apply(params, images, with_logits=True), expected, atol=1e-6)
+  # A mirrored image gets the same code; training sees one view, as without the option.
+  chex.assert_trees_all_close(model.apply(params, mirrored), model.apply(params, images))
+  chex.assert_trees_all_close(
+    model.apply(params, images, train=True), plain.apply(params, images, train=True)
+  )
+
+
 def test_piecewise_threshold_values_gradient_and_use_in_training_only():
   s = jnp.array([0.1, 0.45, 0.5, 0.55, 0.9])
   np.testing.assert_allclose(models.piecewise_threshold(s, 0.1), [0.0, 0.45, 0.5, 0.55, 1.0])

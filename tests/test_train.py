@@ -197,6 +197,17 @@ def test_reevaluate_a_finished_run_gives_its_numbers(smoke_run):
   assert json.load(open(os.path.join(workdir, "reevaluation.json")))["map"] == again["map"]
 
 
+def test_reevaluate_with_flip_average_reports_it_and_keeps_the_runs_codes(smoke_run):
+  workdir, results = smoke_run
+  codes_path = os.path.join(workdir, "codes.npz")
+  before = open(codes_path, "rb").read()
+  flipped = train.reevaluate(workdir, flip_average=True)
+  assert flipped["flip_average"] is True and 0 < flipped["map"] <= 1
+  assert flipped["map"] != pytest.approx(results["map"], abs=1e-6)  # other codes
+  assert open(codes_path, "rb").read() == before
+  assert json.load(open(os.path.join(workdir, "reevaluation.json")))["flip_average"] is True
+
+
 def test_eval_every_logs_a_learning_curve_and_reports_the_final_model(tmp_path):
   config = load_config("dsh", "bits=8,smoke")
   config.eval.every = 10
