@@ -122,6 +122,8 @@ def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDi
   c.augment.flip = AUGMENTED[preset]
   c.augment.crop_padding = CROP_PADDING[preset] if AUGMENTED[preset] else 0
   c.augment.cutout = 0  # > 0: zero a random square of this side per image (Cutout)
+  # > 1: each batch holds batch_size / repeats images, each augmented `repeats` times.
+  c.augment.repeats = 1
 
   c.eval = ml_collections.ConfigDict()
   c.eval.map_at = (1000, 5000) if preset != "embedded" else (100, 1000)

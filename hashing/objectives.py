@@ -139,6 +139,9 @@ class Batches:
     batch_size: images per batch (labeled) or triplets per batch (triplets), at most one epoch.
     seed: the run's seed; batches depend on (seed, step) only.
     targets: `[N, bits]` stage-1 codes ("targets" batches only).
+    repeats: > 1 fills a batch with `batch_size / repeats` distinct images, each `repeats`
+      times (repeated augmentation: the step augments every copy on its own, and a pairwise
+      loss sees the copies as similar pairs); an epoch then takes `repeats` times the steps.
   """
 
   def __init__(
@@ -149,9 +152,16 @@ class Batches:
     batch_size: int,
     seed: int,
     targets: np.ndarray | None = None,
+    repeats: int = 1,
   ):
     if (batch_kind == "targets") != (targets is not None):
       raise ValueError("targets are given exactly for the 'targets' batch kind")
+    if repeats < 1 or (repeats > 1 and (batch_kind == "triplets" or batch_size % repeats)):
+      raise UserError(
+        f"config.augment.repeats={repeats} must be 1, or divide the batch size "
+        f"({batch_size}) of a method that trains on batches of images (not explicit triplets)."
+      )
+    self.repeats = repeats
     self.arrays = {"images": images, "labels": labels}
     if targets is not None:
       self.arrays["targets"] = targets
@@ -159,8 +169,8 @@ class Batches:
     self._triplets = sampling.TripletSampler(labels, seed) if batch_kind == "triplets" else None
     # One epoch = one pass over the images (over the usable anchors, for triplets).
     epoch_size = images.shape[0] if self._triplets is None else self._triplets.anchors.size
-    self.batch_size = min(batch_size, epoch_size)
-    self.steps_per_epoch = epoch_size // self.batch_size
+    self.batch_size = min(batch_size // repeats, epoch_size) * repeats
+    self.steps_per_epoch = epoch_size // (self.batch_size // repeats)
     # Images the network sees per step (for images/s).
     self.images_per_step = self.batch_size * (3 if self._triplets is not None else 1)
 
@@ -169,7 +179,8 @@ class Batches:
     if self._triplets is not None:
       return self._triplets(step, self.batch_size).T
     num_images = self.arrays["images"].shape[0]
-    return sampling.batch_indices(self._seed, step, num_images, self.batch_size)
+    distinct = sampling.batch_indices(self._seed, step, num_images, self.batch_size // self.repeats)
+    return np.tile(distinct, self.repeats)
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
     return gather(self.arrays, self.indices(step))

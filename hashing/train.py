@@ -443,7 +443,13 @@ def _train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -
     )
   batches = [
     objectives.Batches(
-      objective.batch_kind, train_images, train_labels, c.train.batch_size, c.seed, t
+      objective.batch_kind,
+      train_images,
+      train_labels,
+      c.train.batch_size,
+      c.seed,
+      t,
+      repeats=c.augment.get("repeats", 1),
     )
     for c, t in zip(configs, targets, strict=True)
   ]

@@ -30,6 +30,23 @@ def test_triplet_batches_stack_anchor_positive_negative(embedded):
   assert np.all(labels[triplets[:, 0]].argmax(1) != labels[triplets[:, 2]].argmax(1))
 
 
+def test_repeated_augmentation_batches_hold_each_image_repeats_times(embedded):
+  images, labels = embedded
+  batches = objectives.Batches("labeled", images, labels, batch_size=20, seed=0, repeats=2)
+  assert batches.batch_size == 20 and batches.steps_per_epoch == 300 // 10
+  epoch = [batches.indices(step) for step in range(batches.steps_per_epoch)]
+  for rows in epoch:  # 10 distinct images, twice
+    np.testing.assert_array_equal(rows[:10], rows[10:])
+    assert len(set(rows[:10])) == 10
+  # One epoch shows every training image exactly `repeats` times.
+  np.testing.assert_array_equal(np.bincount(np.concatenate(epoch), minlength=300), 2)
+  batch = batches(0)
+  np.testing.assert_array_equal(batch["labels"][:10], batch["labels"][10:])
+  for kind, size, repeats in (("labeled", 20, 3), ("triplets", 20, 2), ("labeled", 20, 0)):
+    with pytest.raises(UserError, match="augment.repeats"):
+      objectives.Batches(kind, images, labels, batch_size=size, seed=0, repeats=repeats)
+
+
 def test_explicit_triplet_loss_and_gradients_same_for_every_apply_mode(embedded):
   images, labels = embedded
   config = load_config("dnnh", "bits=12,smoke")
