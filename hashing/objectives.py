@@ -156,7 +156,7 @@ class Batches:
   ):
     if (batch_kind == "targets") != (targets is not None):
       raise ValueError("targets are given exactly for the 'targets' batch kind")
-    if repeats < 1 or (repeats > 1 and (batch_kind == "triplets" or batch_size % repeats)):
+    if repeats < 1 or batch_size % repeats or (repeats > 1 and batch_kind == "triplets"):
       raise UserError(
         f"config.augment.repeats={repeats} must be 1, or divide the batch size "
         f"({batch_size}) of a method that trains on batches of images (not explicit triplets)."
@@ -169,8 +169,9 @@ class Batches:
     self._triplets = sampling.TripletSampler(labels, seed) if batch_kind == "triplets" else None
     # One epoch = one pass over the images (over the usable anchors, for triplets).
     epoch_size = images.shape[0] if self._triplets is None else self._triplets.anchors.size
-    self.batch_size = min(batch_size // repeats, epoch_size) * repeats
-    self.steps_per_epoch = epoch_size // (self.batch_size // repeats)
+    self._distinct = min(batch_size // repeats, epoch_size)  # distinct images per batch
+    self.batch_size = self._distinct * repeats
+    self.steps_per_epoch = epoch_size // self._distinct
     # Images the network sees per step (for images/s).
     self.images_per_step = self.batch_size * (3 if self._triplets is not None else 1)
 
@@ -179,7 +180,7 @@ class Batches:
     if self._triplets is not None:
       return self._triplets(step, self.batch_size).T
     num_images = self.arrays["images"].shape[0]
-    distinct = sampling.batch_indices(self._seed, step, num_images, self.batch_size // self.repeats)
+    distinct = sampling.batch_indices(self._seed, step, num_images, self._distinct)
     return np.tile(distinct, self.repeats)
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
