@@ -87,6 +87,10 @@ cifar_step dnnh-nin-cifar10 dnnh.py:data=cifar10-dnnh,backbone=nin,sampling=semi
 # Issue 3: divide-and-encode vs fully-connected encode, full NIN, explicit triplets, four lengths.
 cifar_step ablate-head-cifar10 ablations.py:study=head,data=cifar10-dnnh,bits=12/24/32/48,seeds=1,backbone=nin \
   --processes=4
+# Issue 3: wall time of explicit vs in-batch triplets to the paper's 48-bit mAP (full NIN, one
+# run at a time so that each has the card to itself; summary.md gives the times and ratios).
+cifar_step triplets-time-cifar10 ablations.py:study=triplets,data=cifar10-dnnh,bits=48,seeds=1,backbone=nin \
+  --config.eval.every=975
 # Issue 6: the larger VGG-11 backbone at 48 bits (DSH and CNNH+).
 cifar_step vgg-cifar10 compare.py:data=cifar10-dnnh,seeds=1,methods=dsh/cnnh+,bits=48,backbone=vgg11 \
   --processes=2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Sequence
 
@@ -84,6 +85,94 @@ def paper_table(results: Sequence[dict], keys: Sequence[str] = ()) -> str:
     row = [f"{by_bits[b]:.3f}" if b in by_bits else "" for b in bits]
     lines.append(f"| {method} (published) | " + " | ".join(row) + " |")
   return "\n".join(lines) + "\n"
+
+
+def learning_curve(run_dir: str, result: dict) -> np.ndarray:
+  """`[n, 3]` rows (step, training seconds, test mAP) of a finished run: the evaluations that
+  `eval.every` logged into its metrics.jsonl, then the final model's (`result`, its
+  results.json). A run without metrics.jsonl (a shallow baseline) has the final row only.
+
+  Seconds count training (compilation included, evaluations not). A resumed run's clock starts
+  again at 0 in the new process: it is continued from the last line logged before the restart.
+  """
+  path = os.path.join(run_dir, "metrics.jsonl")
+  records = []
+  if os.path.exists(path):
+    with open(path) as f:
+      records = [json.loads(line) for line in f if line.strip()]
+  rows, offset, last = [], 0.0, 0.0
+  for r in records:
+    if r["seconds"] + offset < last:  # a new process resumed the run
+      offset = last
+    last = r["seconds"] + offset
+    if "eval_map" in r:
+      rows.append((r["step"], last, r["eval_map"]))
+  steps = max((r["step"] for r in records), default=0)
+  rows.append((steps, result["train_seconds"] + offset, result["map"]))
+  return np.array(rows, dtype=np.float64)
+
+
+def first_reached(curve: np.ndarray, target: float) -> np.ndarray | None:
+  """The first row (step, seconds, mAP) of a `learning_curve` at or above `target`, or None."""
+  reached = np.flatnonzero(curve[:, 2] >= target)
+  return curve[reached[0]] if reached.size else None
+
+
+def time_to_reach_table(
+  results: Sequence[dict], curves: Sequence[np.ndarray], keys: Sequence[str] = ()
+) -> str:
+  """Wall time to a given mAP, one row per run (e.g. explicit vs in-batch triplets).
+
+  Two targets per bit length: the best published mAP of the protocol (DNNH's on
+  `cifar10-dnnh`), and the highest mAP that every run of that bit length reached (the smallest
+  of their best evaluations), whose times are also given as a ratio to the fastest run's. A
+  time is that of the first evaluation at or above the target, so it is only as fine as
+  `eval.every`.
+  """
+  header = ["method", "bits", *keys, "evaluations during training", "final mAP"]
+  header += ["target: best published", "seconds (step)"]
+  header += ["target: reached by all", "seconds (step)", "x fastest"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for bits in sorted({r["bits"] for r in results}):
+    runs = [(r, c) for r, c in zip(results, curves, strict=True) if r["bits"] == bits]
+    by_method = PUBLISHED.get(runs[0][0]["protocol"], {}).values()
+    published = max((by_bits[bits] for by_bits in by_method if bits in by_bits), default=None)
+    common = min(c[:, 2].max() for _, c in runs)
+    fastest = min(first_reached(c, common)[1] for _, c in runs)
+    for r, c in runs:
+      overrides = r.get("overrides", {})
+      row = [method_label(r), str(bits), *(str(overrides.get(k, "")) for k in keys)]
+      row += [str(len(c) - 1), f"{r['map']:.4f}"]
+      if published is None:
+        row += ["none", ""]
+      else:
+        hit = first_reached(c, published)
+        row += [f"{published:.4f}", "not reached" if hit is None else _seconds_and_step(hit)]
+      hit = first_reached(c, common)
+      row += [f"{common:.4f}", _seconds_and_step(hit), f"{hit[1] / fastest:.2f}"]
+      lines.append("| " + " | ".join(row) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def _seconds_and_step(row: np.ndarray) -> str:
+  return f"{row[1]:.0f} ({row[0]:.0f})"
+
+
+def write_learning_curves(
+  path: str, results: Sequence[dict], curves: Sequence[np.ndarray], label_keys: Sequence[str] = ()
+) -> None:
+  """Test mAP against training seconds, one line per run (one bit length per file)."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(5, 4))
+  for r, c in zip(results, curves, strict=True):
+    ax.plot(c[:, 1], c[:, 2], marker=".", label=_label(r, label_keys))
+  ax.set_xlabel("training seconds")
+  ax.set_ylabel("mAP (whole database)")
+  ax.set_title(f"{results[0]['protocol']}: test mAP during training")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  _save_figure(fig, path)
+  plt.close(fig)
 
 
 def write_table(workdir: str, results: Sequence[dict]) -> str:

@@ -233,7 +233,9 @@ def report_workdir(workdir: str) -> list[dict]:
 
 def report_sweep(workdir: str) -> list[dict]:
   """Rebuilds `table.md`, `summary.md` and per-bit-length plots of a sweep from its saved results
-  (no training); runs not finished yet are left out. Returns the collected results."""
+  (no training); runs not finished yet are left out. Runs trained with `eval.every` also get
+  the time each needed to reach a test mAP (summary.md) and `learning_curve_<q>.png`. Returns
+  the collected results."""
   with open(os.path.join(workdir, "sweep.json")) as f:
     runs = json.load(f)["runs"]
   located = [
@@ -247,10 +249,18 @@ def report_sweep(workdir: str) -> list[dict]:
   keys = swept_fields([run["overrides"] for run in runs])
   hio.write_text(os.path.join(workdir, "table.md"), report.results_table(results, keys))
   summary = report.paper_table(results, keys) + "\n" + summary_table(results, keys)
+  curves = [report.learning_curve(run_dir, r) for run_dir, r in located]
+  with_curves = any(len(c) > 1 for c in curves)  # some run evaluated during training
+  if with_curves:
+    summary += "\nTime to reach a test mAP\n\n" + report.time_to_reach_table(results, curves, keys)
   hio.write_text(os.path.join(workdir, "summary.md"), summary)
   for bits in sorted({r["bits"] for r in results}):
-    same_bits = [r for r in results if r["bits"] == bits]
-    report.write_plots(workdir, same_bits, suffix=f"_{bits}", label_keys=keys)
+    same_bits = [i for i, r in enumerate(results) if r["bits"] == bits]
+    bits_results = [results[i] for i in same_bits]
+    report.write_plots(workdir, bits_results, suffix=f"_{bits}", label_keys=keys)
+    if with_curves:
+      path = os.path.join(workdir, f"learning_curve_{bits}.png")
+      report.write_learning_curves(path, bits_results, [curves[i] for i in same_bits], keys)
   write_examples(workdir, located)
   return results
 

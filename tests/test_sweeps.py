@@ -160,6 +160,7 @@ def test_ablation_sweep_runs_end_to_end(tmp_path):
       sys.executable,
       "launch.py",
       "--config=configs/ablations.py:study=head,smoke,seeds=1,bits=8",
+      "--config.eval.every=10",  # a learning curve: one evaluation during the 20 steps
       f"--workdir={tmp_path}",
     ],
     cwd=ROOT,
@@ -171,6 +172,12 @@ def test_ablation_sweep_runs_end_to_end(tmp_path):
   summary = (tmp_path / "summary.md").read_text()
   assert "| dnnh | fashion-mnist-embedded | 8 | dae | 1 |" in summary
   assert "| dnnh | fashion-mnist-embedded | 8 | fc | 1 |" in summary
+  # Time to reach a test mAP (columns: ..., model.head, seed, evaluations during training):
+  # no published number for this protocol
+  times = summary.split("Time to reach a test mAP")[1]
+  assert "| dnnh | 8 | dae | 0 | 1 |" in times and "| dnnh | 8 | fc | 0 | 1 |" in times
+  assert "| none |" in times
+  assert (tmp_path / "learning_curve_8.png").read_bytes()[:4] == b"\x89PNG"
 
 
 VMAP_ENTRIES = [
