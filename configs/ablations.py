@@ -15,7 +15,7 @@ Arguments: study=<name>, data=embedded|fashion-mnist|cifar10-dnnh|cifar10-dsh, b
 length; head: several), backbone=dsh|nin-narrow|nin|vgg11, seeds=<n>, smoke. Writes table.md,
 summary.md (mean ± std over seeds per setting) and plots per bit length. With
 `--config.eval.every=<steps>` every run logs its test mAP as it trains, and summary.md adds the
-wall time each run needed to reach the published mAP and the mAP all runs reached, e.g. explicit
+wall time each run needed to reach the published mAP and the first run's final mAP, e.g. explicit
 vs in-batch triplets on CIFAR-10 (issue 3's measurement):
 
   python launch.py --config=configs/ablations.py:study=triplets,data=cifar10-dnnh,bits=48,seeds=1 \
