@@ -174,7 +174,7 @@ def write_learning_curves(
   ax.set_ylabel("mAP (whole database)")
   ax.set_title(f"{results[0]['protocol']}: test mAP during training")
   ax.grid(alpha=0.3)
-  ax.legend()
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the curves
   _save_figure(fig, path)
   plt.close(fig)
 
