@@ -1,4 +1,5 @@
-"""Results tables (markdown) and plots (PNG) from `results.json` dictionaries."""
+"""Results tables (markdown) and plots (PNG) from `results.json` dictionaries and the learning
+curves in `metrics.jsonl`."""
 
 from __future__ import annotations
 
