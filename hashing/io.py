@@ -66,8 +66,28 @@ def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
 
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
-  """Appends one JSON line. A crash can at worst leave a last partial line, which readers skip."""
+  """Appends one JSON line. A crash can at worst leave a last partial line, which `read_jsonl`
+  skips."""
   if not parallel.is_main_process():
     return
   with open(path, "a") as f:
-    f.write(json.dumps(record, sort_keys=True) + "\n")
+    f.write(jsonl_line(record))
+
+
+def jsonl_line(record: dict[str, Any]) -> str:
+  return json.dumps(record, sort_keys=True) + "\n"
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+  """The records of a JSON-lines file ([] when it does not exist), without a line cut short by a
+  kill."""
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path) as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        pass  # a line cut short by a kill
+  return records

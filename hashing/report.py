@@ -4,7 +4,6 @@ curves in `metrics.jsonl`."""
 from __future__ import annotations
 
 import io
-import json
 import os
 from collections.abc import Sequence
 
@@ -96,11 +95,7 @@ def learning_curve(run_dir: str, result: dict) -> np.ndarray:
   Seconds count training (compilation included, evaluations not). A resumed run's clock starts
   again at 0 in the new process: it is continued from the last line logged before the restart.
   """
-  path = os.path.join(run_dir, "metrics.jsonl")
-  records = []
-  if os.path.exists(path):
-    with open(path) as f:
-      records = [json.loads(line) for line in f if line.strip()]
+  records = hio.read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
   rows, offset, last = [], 0.0, 0.0
   for r in records:
     if r["seconds"] + offset < last:  # a new process resumed the run

@@ -255,12 +255,12 @@ def report_sweep(workdir: str) -> list[dict]:
     summary += "\nTime to reach a test mAP\n\n" + report.time_to_reach_table(results, curves, keys)
   hio.write_text(os.path.join(workdir, "summary.md"), summary)
   for bits in sorted({r["bits"] for r in results}):
-    same_bits = [i for i, r in enumerate(results) if r["bits"] == bits]
-    bits_results = [results[i] for i in same_bits]
+    same_bits = [(r, c) for r, c in zip(results, curves, strict=True) if r["bits"] == bits]
+    bits_results, bits_curves = zip(*same_bits, strict=True)
     report.write_plots(workdir, bits_results, suffix=f"_{bits}", label_keys=keys)
     if with_curves:
       path = os.path.join(workdir, f"learning_curve_{bits}.png")
-      report.write_learning_curves(path, bits_results, [curves[i] for i in same_bits], keys)
+      report.write_learning_curves(path, bits_results, bits_curves, keys)
   write_examples(workdir, located)
   return results
 

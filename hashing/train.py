@@ -89,17 +89,10 @@ def pixel_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _records_up_to(metrics_path: str, step: int) -> list[str]:
   """Lines of `metrics.jsonl` with step <= `step` (a resumed run rewrites what came after)."""
-  if not step or not os.path.exists(metrics_path):
+  if not step:
     return []
-  lines = []
-  with open(metrics_path) as f:
-    for line in f:
-      try:
-        if json.loads(line)["step"] <= step:
-          lines.append(line if line.endswith("\n") else line + "\n")
-      except (json.JSONDecodeError, KeyError):
-        pass  # a line cut short by a kill
-  return lines
+  records = hio.read_jsonl(metrics_path)
+  return [hio.jsonl_line(r) for r in records if r.get("step", step + 1) <= step]
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
