@@ -22,8 +22,9 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# One worker per core, each test file on one worker (its module fixtures built once).
 test: lint
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n auto --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) runs *.egg-info
