@@ -75,6 +75,7 @@ def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
 
 
 def jsonl_line(record: dict[str, Any]) -> str:
+  """One record as a JSON line (sorted keys, newline-terminated), as `append_jsonl` writes it."""
   return json.dumps(record, sort_keys=True) + "\n"
 
 
