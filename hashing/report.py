@@ -19,6 +19,17 @@ def method_label(result: dict) -> str:
   return result["method"] if features == "pixels" else f"{result['method']}-features"
 
 
+BITS_FIELDS = ("bits", "model.bits")  # swept fields that the bit-length columns already show
+
+
+def setting_label(result: dict, keys: Sequence[str]) -> str:
+  """The run's method and the values it sets of the swept `keys` (seed and bit length left out,
+  so the seeds of one setting share a label), e.g. "dsh loss.alpha=0.01"."""
+  overrides = result.get("overrides", {})
+  settings = [k for k in keys if k != "seed" and k not in BITS_FIELDS and k in overrides]
+  return " ".join([method_label(result)] + [f"{k}={overrides[k]}" for k in settings])
+
+
 def results_table(results: Sequence[dict], keys: Sequence[str] = ()) -> str:
   """One markdown row per run: method, protocol, bits, the swept `keys` (values from each
   result's `overrides`), mAP, mAP@k, P(r<=2), train time."""
@@ -52,18 +63,15 @@ PUBLISHED = {
 
 
 def paper_table(results: Sequence[dict], keys: Sequence[str] = ()) -> str:
-  """The papers' layout: one row per method (and setting of the swept `keys` other than the
-  seed, e.g. "dsh loss.margin=24"), one column per bit length, whole-database mAP as mean ± std
-  over the runs of that cell (seeds), then the published rows of the same protocol (marked
+  """The papers' layout: one row per method and setting of the swept `keys` (`setting_label`,
+  e.g. "dsh loss.margin=24"), one column per bit length, whole-database mAP as mean ± std over
+  the runs of that cell (seeds), then the published rows of the same protocol (marked
   "published")."""
   bits = sorted({r["bits"] for r in results})
   protocols = sorted({r["protocol"] for r in results})
-  settings = [k for k in keys if k not in ("seed", "bits", "model.bits")]
   cells: dict = {}
   for r in results:
-    overrides = r.get("overrides", {})
-    label = " ".join([method_label(r)] + [f"{k}={overrides.get(k, '')}" for k in settings])
-    cells.setdefault(label, {}).setdefault(r["bits"], []).append(r["map"])
+    cells.setdefault(setting_label(r, keys), {}).setdefault(r["bits"], []).append(r["map"])
   lines = [
     f"mAP over the whole database, {', '.join(protocols)}; ours: mean ± std over seeds (n)",
     "",
@@ -230,16 +238,21 @@ def _pyplot():
 
 
 def write_output_histogram(path: str, values: dict[str, np.ndarray], title: str) -> None:
-  """One histogram per method of its real-valued outputs minus the binarisation threshold
-  (`values`: label -> `[n, q]`), the picture of how close to binary each loss drives them."""
+  """One histogram per method or setting of its real-valued outputs minus the binarisation
+  threshold (`values`: label -> `[n, q]`), the picture of how close to binary each loss drives
+  them; at most 4 panels per row."""
   plt = _pyplot()
+  columns = min(4, len(values))
+  rows = -(-len(values) // columns)
   fig, axes = plt.subplots(
-    1, len(values), figsize=(2.6 * len(values), 2.6), squeeze=False, layout="constrained"
+    rows, columns, figsize=(2.6 * columns, 2.6 * rows), squeeze=False, layout="constrained"
   )
-  for ax, (label, v) in zip(axes[0], values.items(), strict=True):
+  for ax in axes.ravel()[len(values) :]:
+    ax.set_visible(False)
+  for ax, (label, v) in zip(axes.ravel(), values.items(), strict=False):
     ax.hist(np.ravel(v), bins=60, color="tab:blue")
     ax.axvline(0.0, color="black", linewidth=0.8)
-    ax.set_title(label, fontsize=9)
+    ax.set_title(label.replace(" ", "\n"), fontsize=8)  # one swept setting per line
     ax.set_yticks([])
   fig.suptitle(title, fontsize=10)
   fig.supxlabel("output - threshold (a bit is set where > 0)", fontsize=9)

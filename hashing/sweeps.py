@@ -261,19 +261,28 @@ def report_sweep(workdir: str) -> list[dict]:
     if with_curves:
       path = os.path.join(workdir, f"learning_curve_{bits}.png")
       report.write_learning_curves(path, bits_results, bits_curves, keys)
-  write_examples(workdir, located)
+  write_examples(workdir, located, keys)
   return results
 
 
-def write_examples(workdir: str, located: Sequence[tuple[str, dict]], queries: int = 4) -> None:
-  """Per bit length, from the first run of each method: `outputs_<q>.png` (histogram of the
-  real-valued outputs before binarisation) and `queries_<q>.png` (a few queries with their top
-  10 retrievals; needs the run's data source, skipped with a note when it cannot be loaded)."""
+def example_runs(located: Sequence[tuple[str, dict]], keys: Sequence[str]) -> dict:
+  """bits -> {`report.setting_label` -> run directory}: the first run (seed) of each method and
+  swept setting at each bit length, the runs the example plots show."""
   first: dict = {}
   for run_dir, r in located:
-    first.setdefault(r["bits"], {}).setdefault(report.method_label(r), run_dir)
+    first.setdefault(r["bits"], {}).setdefault(report.setting_label(r, keys), run_dir)
+  return first
+
+
+def write_examples(
+  workdir: str, located: Sequence[tuple[str, dict]], keys: Sequence[str], queries: int = 4
+) -> None:
+  """Per bit length, from the first run of each method and swept setting (`example_runs`):
+  `outputs_<q>.png` (histogram of the real-valued outputs before binarisation) and
+  `queries_<q>.png` (a few queries with their top 10 retrievals; needs the run's data source,
+  skipped with a note when it cannot be loaded)."""
   pooled = None
-  for bits, runs in first.items():
+  for bits, runs in example_runs(located, keys).items():
     codes = {label: dict(np.load(os.path.join(d, "codes.npz"))) for label, d in runs.items()}
     protocol = located[0][1]["protocol"]
     values = {label: c["query_values"] for label, c in codes.items() if "query_values" in c}

@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 
-from hashing import report
+from hashing import report, sweeps
 
 
 def result(bits, map_):
@@ -25,6 +25,52 @@ def test_table_has_one_row_per_run():
   assert lines[0] == "| method | protocol | bits | mAP | mAP@1000 | P(r<=2) | train s |"
   assert lines[2] == "| dsh | cifar10-dnnh | 12 | 0.5123 | 0.7000 | 0.4000 | 12 |"
   assert len(lines) == 4
+
+
+def swept(overrides, bits=48, map_=0.5):
+  return {**result(bits, map_), "overrides": overrides}
+
+
+# The output study's settings: alpha alone, or alpha with a sigmoid output and its own margin.
+OUTPUT_STUDY = [
+  swept({"loss.alpha": 0.01, "seed": 0}, map_=0.70),
+  swept({"loss.alpha": 0.01, "seed": 1}, map_=0.68),
+  swept({"loss.alpha": 0.0, "model.output": "sigmoid", "loss.margin": 24.0, "seed": 0}, map_=0.4),
+]
+OUTPUT_KEYS = ["loss.alpha", "model.output", "loss.margin", "seed"]
+
+
+def test_paper_table_rows_name_only_the_settings_each_run_sets():
+  rows = report.paper_table(OUTPUT_STUDY, OUTPUT_KEYS).splitlines()
+  assert "| dsh loss.alpha=0.01 (ours) | 0.690 ± 0.014 (2) |" in rows
+  assert "| dsh loss.alpha=0.0 model.output=sigmoid loss.margin=24.0 (ours) | 0.400 (1) |" in rows
+  assert "| DNNH (published) | 0.581 |" in rows
+
+
+def test_examples_show_the_first_seed_of_every_setting_at_each_length():
+  located = [(f"run{i}", r) for i, r in enumerate(OUTPUT_STUDY)]
+  located.append(("run3", swept({"loss.alpha": 0.01, "model.bits": 12, "seed": 0}, bits=12)))
+  assert sweeps.example_runs(located, OUTPUT_KEYS + ["model.bits"]) == {
+    48: {
+      "dsh loss.alpha=0.01": "run0",
+      "dsh loss.alpha=0.0 model.output=sigmoid loss.margin=24.0": "run2",
+    },
+    12: {"dsh loss.alpha=0.01": "run3"},
+  }
+
+
+def test_output_histogram_wraps_more_than_four_panels_into_rows(tmp_path):
+  import matplotlib.image
+
+  def height_and_width(panels):
+    rng = np.random.default_rng(0)
+    values = {f"dsh loss.alpha={a}": rng.normal(size=(20, 8)) for a in range(panels)}
+    path = str(tmp_path / f"outputs_{panels}.png")
+    report.write_output_histogram(path, values, f"{panels} settings")
+    return np.array(matplotlib.image.imread(path).shape[:2])
+
+  two, six = height_and_width(2), height_and_width(6)  # 1 x 2 panels vs 2 rows x 4 panels
+  assert np.all(six > 1.6 * two), (two, six)
 
 
 def test_plots_are_png_files(tmp_path):
