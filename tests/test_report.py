@@ -59,6 +59,15 @@ def test_examples_show_the_first_seed_of_every_setting_at_each_length():
   }
 
 
+def test_summary_of_a_code_length_sweep_shows_the_length_once():
+  runs = [
+    swept({"model.bits": b, "seed": s}, bits=b, map_=0.6 + s / 10) for b in (8, 16) for s in (0, 1)
+  ]
+  lines = sweeps.summary_table(runs, ["model.bits", "seed"]).splitlines()
+  assert lines[0] == "| method | protocol | bits | seeds | mAP | P(r<=2) |"
+  assert lines[2] == "| dsh | cifar10-dnnh | 8 | 2 | 0.6500 ± 0.0707 | 0.4000 ± 0.0000 |"
+
+
 def test_output_histogram_wraps_more_than_four_panels_into_rows(tmp_path):
   import matplotlib.image
 
