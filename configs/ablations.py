@@ -7,7 +7,8 @@ Studies (study=...):
             output without regularizer (margin scaled by 1/4: distances in [0, 1]^q are 4x smaller)
   margin    DSH margin m in q/2, q, 2q (the paper), 4q
   triplets  DNNH explicit random triplets vs in-batch all / hardest / semi-hard triplets
-  quantize  DNNH piecewise-threshold quantization eps in 0 (off), 0.05, 0.1, 0.2
+  quantize  DNNH piecewise-threshold quantization eps in 0 (off), 0.05, 0.1, 0.2, with the
+            threshold's own gradient (zero where snapped) and with a straight-through one
   bits      DSH code length 8, 16, 32, 64, 128
   augment   DSH without augmentation (the embedded default) vs random flip + crop (the other
             presets' default) vs flip + crop + cutout
@@ -68,7 +69,11 @@ def get_sweep(arg=None):
     + [{"model.output": "sigmoid", "loss.alpha": 0.0, "loss.margin": q / 2}],
     "margin": [{"loss.margin": f * q} for f in (0.5, 1.0, 2.0, 4.0)],
     "triplets": [{"loss.sampling": s} for s in ("random", "all", "hard", "semihard")],
-    "quantize": [{"model.quantize_eps": e} for e in (0.0, 0.05, 0.1, 0.2)],
+    "quantize": [{"model.quantize_eps": e} for e in (0.0, 0.05, 0.1, 0.2)]
+    + [
+      {"model.quantize_eps": e, "model.quantize_gradient": "straight_through"}
+      for e in (0.05, 0.1, 0.2)
+    ],
     "bits": [{"model.bits": b} for b in (8, 16, 32, 64, 128)],
     "augment": [
       {"augment.flip": flip, "augment.crop_padding": crop, "augment.cutout": cutout}

@@ -95,6 +95,7 @@ def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDi
   c.model.output = "none"  # none | tanh | sigmoid (binarised at 0.5)
   c.model.features_per_bit = 0  # > 0: backbone features = features_per_bit * bits (DNNH: 50)
   c.model.quantize_eps = 0.0  # > 0: DNNH piecewise threshold of sigmoid outputs in training
+  c.model.quantize_gradient = "zero"  # zero | straight_through: the threshold's gradient
   c.model.dropout = 0.0  # > 0: dropout on the backbone features in training
   # True: a code is the mean of the outputs for the image and its mirror image (test time only;
   # for data whose classes survive a horizontal flip).

@@ -143,15 +143,22 @@ OUTPUTS = {"none": lambda x: x, "tanh": jnp.tanh, "sigmoid": nn.sigmoid}
 THRESHOLDS = {"none": 0.0, "tanh": 0.0, "sigmoid": 0.5}
 
 
-def piecewise_threshold(s: jnp.ndarray, eps: float) -> jnp.ndarray:
+QUANTIZE_GRADIENTS = ("zero", "straight_through")
+
+
+def piecewise_threshold(s: jnp.ndarray, eps: float, gradient: str = "zero") -> jnp.ndarray:
   """DNNH's piecewise-threshold quantization of sigmoid outputs s in [0, 1]:
 
     g(s) = 0 if s < 0.5 - eps;  1 if s > 0.5 + eps;  s otherwise.
 
-  Outputs already near a binary value are snapped to it (zero gradient there, as in the paper);
-  only the undecided band around 0.5 keeps training.
+  `gradient="zero"` differentiates g as written: outputs snapped to 0 or 1 pass no gradient and
+  only the undecided band around 0.5 keeps training. `"straight_through"` keeps the forward
+  value g(s) but passes the gradient on unchanged (dg/ds = 1), so snapped outputs keep learning.
   """
-  return jnp.where(s < 0.5 - eps, 0.0, jnp.where(s > 0.5 + eps, 1.0, s))
+  snapped = jnp.where(s < 0.5 - eps, 0.0, jnp.where(s > 0.5 + eps, 1.0, s))
+  if gradient == "straight_through":
+    return s + jax.lax.stop_gradient(snapped - s)
+  return snapped
 
 
 class HashNet(nn.Module):
@@ -159,7 +166,8 @@ class HashNet(nn.Module):
 
   `pixel_mean`/`pixel_std` are per-channel statistics of the training images, kept as static
   attributes (not parameters) so that they travel with the model definition.
-  `quantize_eps` > 0 with a sigmoid output applies `piecewise_threshold` when `train=True`.
+  `quantize_eps` > 0 with a sigmoid output applies `piecewise_threshold` (with its
+  `quantize_gradient`) when `train=True`.
   `num_classes` > 0 adds a class-label output on the backbone features (CNNH+).
   `dropout` > 0 zeroes that fraction of the backbone features (scaling the rest by
   1 / (1 - dropout)) when `train=True`; the apply then needs `rngs={"dropout": key}`.
@@ -176,6 +184,7 @@ class HashNet(nn.Module):
   pixel_mean: Sequence[float] = (0.0,)
   pixel_std: Sequence[float] = (255.0,)
   quantize_eps: float = 0.0
+  quantize_gradient: str = "zero"
   num_classes: int = 0
   dropout: float = 0.0
   flip_average: bool = False
@@ -193,7 +202,7 @@ class HashNet(nn.Module):
     # dtype of the backbone and head (mixed precision).
     codes = OUTPUTS[self.output](self.head(features).astype(jnp.float32))
     if train and self.output == "sigmoid" and self.quantize_eps > 0:
-      codes = piecewise_threshold(codes, self.quantize_eps)
+      codes = piecewise_threshold(codes, self.quantize_eps, self.quantize_gradient)
     # The class output is always built when configured, so that `init` creates its parameters.
     logits = None
     if self.num_classes:
@@ -302,7 +311,8 @@ def build_model(
   num_classes: int = 0,
 ) -> HashNet:
   """Builds a `HashNet` from `config.model` (fields `backbone`, `head`, `bits`, `output`, and
-  optionally `features_per_bit`, `quantize_eps`, `dropout`, `flip_average`, `dtype`);
+  optionally `features_per_bit`, `quantize_eps`, `quantize_gradient`, `dropout`,
+  `flip_average`, `dtype`);
   `num_classes` > 0 adds a class output. `dtype` "bfloat16" computes the backbone and head in
   bfloat16 (mixed precision: parameters, outputs, loss and optimizer state stay float32)."""
   for field, table in (("backbone", BACKBONES), ("head", HEADS)):
@@ -332,6 +342,12 @@ def build_model(
   eps = model_config.get("quantize_eps", 0.0)
   if not 0 <= eps < 0.5:
     raise UserError(f"config.model.quantize_eps={eps} must be in [0, 0.5) (0 disables it).")
+  quantize_gradient = model_config.get("quantize_gradient", "zero")
+  if quantize_gradient not in QUANTIZE_GRADIENTS:
+    raise UserError(
+      f"config.model.quantize_gradient={quantize_gradient!r} is unknown; choose one of "
+      f"{list(QUANTIZE_GRADIENTS)}."
+    )
   dropout = model_config.get("dropout", 0.0)
   if not 0 <= dropout < 1:
     raise UserError(f"config.model.dropout={dropout} must be in [0, 1) (0 disables it).")
@@ -342,6 +358,7 @@ def build_model(
     pixel_mean=tuple(float(m) for m in pixel_mean),
     pixel_std=tuple(float(s) for s in pixel_std),
     quantize_eps=float(eps),
+    quantize_gradient=quantize_gradient,
     num_classes=int(num_classes),
     dropout=float(dropout),
     flip_average=bool(model_config.get("flip_average", False)),

@@ -77,6 +77,7 @@ def test_output_activation_bounds(output, low, high):
     ("output", "relu", "output"),
     ("dtype", "float16", "dtype"),
     ("dropout", 1.0, "dropout"),
+    ("quantize_gradient", "sign", "quantize_gradient"),
   ],
 )
 def test_bad_model_config_is_a_user_error(field, value, message):
@@ -187,6 +188,9 @@ def test_piecewise_threshold_values_gradient_and_use_in_training_only():
   np.testing.assert_allclose(models.piecewise_threshold(s, 0.1), [0.0, 0.45, 0.5, 0.55, 1.0])
   grad = jax.grad(lambda x: models.piecewise_threshold(x, 0.1).sum())(s)
   np.testing.assert_array_equal(grad, [0, 1, 1, 1, 0])
+  straight = lambda x: models.piecewise_threshold(x, 0.1, "straight_through")
+  np.testing.assert_allclose(straight(s), [0.0, 0.45, 0.5, 0.55, 1.0])
+  np.testing.assert_array_equal(jax.grad(lambda x: straight(x).sum())(s), [1, 1, 1, 1, 1])
   config = load_config("dnnh", "bits=8")
   config.model.quantize_eps = 0.2
   model = models.build_model(config.model, [120.0], [60.0])
