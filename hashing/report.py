@@ -19,14 +19,17 @@ def method_label(result: dict) -> str:
   return result["method"] if features == "pixels" else f"{result['method']}-features"
 
 
-BITS_FIELDS = ("bits", "model.bits")  # swept fields that the bit-length columns already show
+def setting_keys(keys: Sequence[str]) -> list[str]:
+  """The swept `keys` that tell settings apart: not the seed (the seeds of one setting are
+  grouped) and not the bit length (tables show it in its own column)."""
+  return [k for k in keys if k not in ("seed", "bits", "model.bits")]
 
 
 def setting_label(result: dict, keys: Sequence[str]) -> str:
-  """The run's method and the values it sets of the swept `keys` (seed and bit length left out,
-  so the seeds of one setting share a label), e.g. "dsh loss.alpha=0.01"."""
+  """The run's method and the values it sets of the `setting_keys(keys)`, e.g.
+  "dsh loss.alpha=0.01"."""
   overrides = result.get("overrides", {})
-  settings = [k for k in keys if k != "seed" and k not in BITS_FIELDS and k in overrides]
+  settings = [k for k in setting_keys(keys) if k in overrides]
   return " ".join([method_label(result)] + [f"{k}={overrides[k]}" for k in settings])
 
 

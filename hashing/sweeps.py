@@ -314,7 +314,7 @@ def summary_table(results: Sequence[dict], keys: Sequence[str]) -> str:
   """Markdown table of mean +- standard deviation over seeds of mAP and P(r<=2), one row per
   (method, protocol, bits, swept values other than the seed and the bit length)."""
   grouped = collections.defaultdict(list)
-  varying = [k for k in keys if k != "seed" and k not in report.BITS_FIELDS]
+  varying = report.setting_keys(keys)
   for r in results:
     label = tuple(_format(r["overrides"].get(k, "")) for k in varying)
     grouped[(report.method_label(r), r["protocol"], r["bits"], label)].append(r)
