@@ -1,5 +1,5 @@
-"""Where the train step's time goes: each convolution and the max pool of the DSH net alone,
-JAX (the project's compile options, and XLA's defaults) vs PyTorch.
+"""Where the train step's time goes: each convolution and the first max and average pool of the
+DSH net alone, JAX (the project's compile options, and XLA's defaults) vs PyTorch.
 
   python benchmarks/conv_layers.py [--batch 128] [--repeats 10]
 
@@ -9,7 +9,9 @@ times the forward pass and the forward + backward pass (gradients of input and k
 under plain `jax.jit` (XLA's default options: on CPU the convolution goes to a YNNPACK fusion)
 and PyTorch's `conv2d` (NCHW, its native layout); then the DSH net's first max pool (3x3,
 stride 2, 128 x 32 x 32 x 32) forward + backward: `hashing.pooling.max_pool` vs
-`flax.linen.max_pool` (XLA's select-and-scatter gradient) vs PyTorch's `max_pool2d`. Best of
+`flax.linen.max_pool` (XLA's select-and-scatter gradient) vs PyTorch's `max_pool2d`, and its
+first average pool (3x3, stride 2, 128 x 16 x 16 x 32): `hashing.pooling.avg_pool` vs
+`flax.linen.avg_pool` vs PyTorch's `avg_pool2d`. Best of
 `--repeats`, in alternating rounds. Prints each time and the ratio of each JAX variant's
 speed to PyTorch's (> 1: JAX is faster). The last line is one JSON object.
 """
@@ -63,26 +65,34 @@ def torch_functions(x: np.ndarray, w: np.ndarray):
   return forward, backward
 
 
-def pool_functions(x: np.ndarray, has_torch: bool) -> dict:
-  """Forward + backward of the 3x3 / 2 max pool per contestant."""
+def pool_functions(x: np.ndarray, kind: str, has_torch: bool) -> dict:
+  """Forward + backward of the 3x3 / 2 pool of `kind` ("max" or "avg") per contestant."""
   x_jax = jnp.asarray(x)
 
   def jax_pool(pool):
     backward = compiling.jit(jax.grad(lambda x: jnp.sum(pool(x) ** 2)))
     return lambda: backward(x_jax).block_until_ready()
 
+  ours, flax_pool = {
+    "max": (pooling.max_pool, nn.max_pool),
+    "avg": (pooling.avg_pool, nn.avg_pool),
+  }[kind]
   functions = {
-    "jax": jax_pool(lambda x: pooling.max_pool(x, 3, 2)),
-    "jax-flax-pool": jax_pool(lambda x: nn.max_pool(x, (3, 3), (2, 2), "SAME")),
+    "jax": jax_pool(lambda x: ours(x, 3, 2)),
+    "jax-flax-pool": jax_pool(lambda x: flax_pool(x, (3, 3), (2, 2), "SAME")),
   }
   if has_torch:
     import torch
 
     x_torch = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().requires_grad_(True)
 
+    torch_pool = {"max": torch.nn.functional.max_pool2d, "avg": torch.nn.functional.avg_pool2d}[
+      kind
+    ]
+
     def torch_backward():
       x_torch.grad = None
-      (torch.nn.functional.max_pool2d(x_torch, 3, 2, padding=1) ** 2).sum().backward()
+      (torch_pool(x_torch, 3, 2, padding=1) ** 2).sum().backward()
 
     functions["torch"] = torch_backward
   return functions
@@ -129,10 +139,11 @@ def main():
       runners = {name: _repeat(functions[k]) for name, functions in contestants.items()}
       seconds = best_seconds(runners, 1, args.repeats, warmup=1)
       _report(f"conv {size}x{size}x{channels_in}->{channels_out} {part}", seconds, summary)
-  x = rng.standard_normal((args.batch, 32, 32, 32), dtype=np.float32)
-  runners = {name: _repeat(f) for name, f in pool_functions(x, has_torch).items()}
-  seconds = best_seconds(runners, 1, args.repeats, warmup=1)
-  _report("max-pool 3/2 32x32x32 forward+backward", seconds, summary)
+  for kind, size in (("max", 32), ("avg", 16)):
+    x = rng.standard_normal((args.batch, size, size, 32), dtype=np.float32)
+    runners = {name: _repeat(f) for name, f in pool_functions(x, kind, has_torch).items()}
+    seconds = best_seconds(runners, 1, args.repeats, warmup=1)
+    _report(f"{kind}-pool 3/2 {size}x{size}x32 forward+backward", seconds, summary)
   print(json.dumps(summary))
 
 

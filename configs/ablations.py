@@ -6,6 +6,8 @@ Studies (study=...):
   output    DSH loss: linear output + regularizer alpha in 0, 0.001, 0.01, 0.1, 1 vs a sigmoid
             output without regularizer (margin scaled by 1/4: distances in [0, 1]^q are 4x smaller)
   margin    DSH margin m in q/2, q, 2q (the paper), 4q
+  classes   DSH plus a class-label output (cross-entropy on the backbone features) of weight
+            0 (the paper), 0.1, 1, 10
   triplets  DNNH explicit random triplets vs in-batch all / hardest / semi-hard triplets
   quantize  DNNH piecewise-threshold quantization eps in 0 (off), 0.05, 0.1, 0.2, with the
             threshold's own gradient (zero where snapped) and with a straight-through one
@@ -13,8 +15,8 @@ Studies (study=...):
   augment   DSH without augmentation (the embedded default) vs random flip + crop (the other
             presets' default) vs flip + crop + cutout
 Arguments: study=<name>, data=embedded|fashion-mnist|cifar10-dnnh|cifar10-dsh, bits=<q> (one
-length; head: several), backbone=dsh|nin-narrow|nin|vgg11, seeds=<n>, smoke. Writes table.md,
-summary.md (mean ± std over seeds per setting) and plots per bit length. With
+length; head: several), backbone=dsh|nin-narrow|nin|vgg11|vgg11-narrow, seeds=<n>, smoke.
+Writes table.md, summary.md (mean ± std over seeds per setting) and plots per bit length. With
 `--config.eval.every=<steps>` every run logs its test mAP as it trains, and summary.md adds the
 wall time each run needed to reach the published mAP and the first run's final mAP, e.g. explicit
 vs in-batch triplets on CIFAR-10 (issue 3's measurement):
@@ -27,7 +29,7 @@ import pathlib
 
 from hashing import config_args, sweeps
 
-STUDIES = ("head", "output", "margin", "triplets", "quantize", "bits", "augment")
+STUDIES = ("head", "output", "margin", "classes", "triplets", "quantize", "bits", "augment")
 ARGUMENTS = {
   "study": "head",
   "data": "embedded",
@@ -68,6 +70,7 @@ def get_sweep(arg=None):
     "output": [{"loss.alpha": a} for a in (0.0, 0.001, 0.01, 0.1, 1.0)]
     + [{"model.output": "sigmoid", "loss.alpha": 0.0, "loss.margin": q / 2}],
     "margin": [{"loss.margin": f * q} for f in (0.5, 1.0, 2.0, 4.0)],
+    "classes": [{"loss.class_weight": w} for w in (0.0, 0.1, 1.0, 10.0)],
     "triplets": [{"loss.sampling": s} for s in ("random", "all", "hard", "semihard")],
     "quantize": [{"model.quantize_eps": e} for e in (0.0, 0.05, 0.1, 0.2)]
     + [

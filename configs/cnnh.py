@@ -8,7 +8,7 @@ regress H; CNNH+ also trains a class-label output. Run (embedded Fashion-MNIST, 
   python launch.py --config=configs/cnnh.py:cnnh+,data=cifar10-dnnh --workdir=runs/cnnh-plus-c10
 Arguments: cnnh (default) or cnnh+, bits=<q>[/<q>...],
 data=embedded|fashion-mnist|cifar10-dnnh|cifar10-dsh, database=rest|train|query,
-backbone=dsh|nin-narrow|nin|vgg11, smoke. Any field: --config.stage1.sweeps=5.
+backbone=dsh|nin-narrow|nin|vgg11|vgg11-narrow, smoke. Any field: --config.stage1.sweeps=5.
 """
 
 from hashing import config_args

@@ -8,8 +8,9 @@ CIFAR-10 with the published protocol (wants a GPU), then the tables again withou
   python launch.py --config=configs/compare.py:data=cifar10-dnnh --workdir=runs/compare-c10
   python launch.py --config=configs/compare.py:data=cifar10-dnnh --workdir=runs/compare-c10 --report
 Arguments: data=embedded|fashion-mnist|cifar10-dnnh|cifar10-dsh, bits=<q>[/<q>...],
-backbone=dsh|nin-narrow|nin|vgg11, seeds=<n>, methods=<m>[/<m>...] (default all: dsh, dnnh, cnnh,
-cnnh+, lsh, itq, itq-features = ITQ on the backbone features of the DSH run), smoke.
+backbone=dsh|nin-narrow|nin|vgg11|vgg11-narrow, seeds=<n>, methods=<m>[/<m>...] (default all:
+dsh, dnnh, cnnh, cnnh+, lsh, itq, itq-features = ITQ on the backbone features of the DSH run),
+smoke.
 Writes table.md (every run), summary.md (mean ± std over seeds) and per-bit-length plots.
 """
 

@@ -6,9 +6,9 @@ The paper's setting on CIFAR-10 (full NIN: wants a GPU), and the variants:
   python launch.py --config=configs/dnnh.py:data=cifar10-dnnh,backbone=nin --workdir=runs/dnnh-c10
   python launch.py --config=configs/dnnh.py:data=cifar10-dnnh,sampling=hard,head=fc --workdir=...
 Arguments: bits=<q>[/<q>...], data=embedded|fashion-mnist|cifar10-dnnh|cifar10-dsh,
-backbone=nin|nin-narrow|dsh|vgg11, head=dae|fc, sampling=random|all|hard|semihard (random: explicit
-triplets through vmap; the others mine triplets inside each batch), smoke. Any field:
---config.loss.margin=2.
+backbone=nin|nin-narrow|dsh|vgg11|vgg11-narrow, head=dae|fc, sampling=random|all|hard|semihard
+(random: explicit triplets through vmap; the others mine triplets inside each batch), smoke.
+Any field: --config.loss.margin=2.
 """
 
 from hashing import config_args

@@ -8,8 +8,8 @@ Other data and bit lengths (CIFAR-10 shards under $HASHING_DATA_DIR/cifar10):
     --workdir=runs/dsh-c10dsh
   python launch.py --config=configs/dsh.py:data=cifar10-dsh,database=query --workdir=...
 Arguments: bits=<q>[/<q>...], data=embedded|fashion-mnist|cifar10-dnnh|cifar10-dsh,
-database=rest|train|query, backbone=dsh|nin-narrow|nin|vgg11, smoke (tiny run for tests).
-Any field: --config.train.epochs=50.
+database=rest|train|query, backbone=dsh|nin-narrow|nin|vgg11|vgg11-narrow, smoke (tiny run for
+tests). Any field: --config.train.epochs=50, --config.loss.class_weight=1.
 """
 
 from hashing import config_args
@@ -29,6 +29,7 @@ def get_config(arg=None):
   c.loss.name = "dsh"
   c.loss.margin = config_args.config_dict.placeholder(float)  # None: 2 * bits (the paper)
   c.loss.alpha = 0.01
+  c.loss.class_weight = 0.0  # > 0: plus a class-label output (cross-entropy), not in the paper
   if args["data"] == "cifar10-dnnh":
     # 5,000 training images: Adam 1e-3 underfits (mAP 0.34 vs 0.49 at 100 epochs, 0.543 vs
     # 0.553 at 300; benchmarks/RESULTS.md, learning-rate search).

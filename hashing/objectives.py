@@ -1,6 +1,7 @@
 """What one train step minimises, per method: the batches it needs and its loss of the parameters.
 
-  dsh                       labeled batch, DSH pairwise loss over all pairs of the batch
+  dsh                       labeled batch, DSH pairwise loss over all pairs of the batch, plus
+                            (class_weight > 0) a class-label output on the backbone features
   triplet, sampling=random  explicit triplets `[3, B, ...]`, shared weights (`apply_triplets`)
   triplet, sampling=all | hard | semihard
                             labeled batch embedded once, triplets mined inside it
@@ -39,9 +40,9 @@ class Objective:
 
 
 def num_class_outputs(config: ml_collections.ConfigDict, num_labels: int) -> int:
-  """Size of the model's class-label output: `num_labels` for CNNH+, else 0 (none)."""
-  loss = config.loss
-  return num_labels if loss.name == "cnnh" and loss.get("class_weight", 0) > 0 else 0
+  """Size of the model's class-label output: `num_labels` when the loss weighs one (CNNH+,
+  DSH with `class_weight` > 0), else 0 (none)."""
+  return num_labels if config.loss.get("class_weight", 0) > 0 else 0
 
 
 def hyperparameters(config: ml_collections.ConfigDict) -> dict[str, float]:
@@ -70,11 +71,20 @@ def make_objective(
   def codes_of(params, images, key, with_logits=False):
     return model.apply(params, images, train=True, rngs={"dropout": key}, with_logits=with_logits)
 
+  def class_loss(logits, labels):
+    return cfg.class_weight * losses.classification_loss(logits, labels, multi_label=multi_label)
+
   if cfg.name == "dsh":
 
     def pairwise(params, batch, hyper, key):
-      codes = codes_of(params, batch["images"], key)
-      return losses.dsh_loss(codes, batch["labels"], margin=hyper["margin"], alpha=hyper["alpha"])
+      if model.num_classes:
+        codes, logits = codes_of(params, batch["images"], key, with_logits=True)
+        extra = class_loss(logits, batch["labels"])
+      else:
+        codes, extra = codes_of(params, batch["images"], key), 0.0
+      return extra + losses.dsh_loss(
+        codes, batch["labels"], margin=hyper["margin"], alpha=hyper["alpha"]
+      )
 
     return Objective("labeled", pairwise)
 
@@ -85,8 +95,9 @@ def make_objective(
         codes = codes_of(params, batch["images"], key)
         return losses.code_regression_loss(codes, batch["targets"])
       codes, logits = codes_of(params, batch["images"], key, with_logits=True)
-      class_loss = losses.classification_loss(logits, batch["labels"], multi_label=multi_label)
-      return losses.code_regression_loss(codes, batch["targets"]) + cfg.class_weight * class_loss
+      return losses.code_regression_loss(codes, batch["targets"]) + class_loss(
+        logits, batch["labels"]
+      )
 
     return Objective("targets", regression)
 

@@ -1,15 +1,17 @@
-"""Max pooling with a gradient that XLA:CPU runs fast, equal to `flax.linen.max_pool`'s.
+"""Max and average pooling with gradients that XLA:CPU runs fast, equal to flax.linen's.
 
-XLA differentiates the library's reduce-window maximum with a select-and-scatter, which on
-CPU measured about 20x slower than the forward pass (the DSH net's first pool, 128 x 32 x 32
-x 32: 67 ms forward + backward against 10 ms here; `benchmarks/conv_layers.py`). The forward
-pass stays XLA's reduce-window; the backward pass pads the input to a grid of whole strides
-and views it as `[B, Gh, s, Gw, s, C]` (a free reshape), where window offset (dy, dx) is the
-plain slice `[:, dy//s : dy//s + out_h, dy%s, dx//s : dx//s + out_w, dx%s]`; each offset's
-share of the output gradient goes back into its stride phase with a pad. Ties go to the first
-maximal offset in row-major order, as XLA's select-and-scatter does: the same inputs receive
-the same gradient as with `flax.linen.max_pool(x, (k, k), (s, s), "SAME")` (where windows
-overlap, their shares are added in another order: equal up to float rounding).
+XLA differentiates the library's reduce-window pools with a select-and-scatter (maximum) or a
+reduce-window over a dilated gradient (sum), which on CPU measured several times slower than
+the forward pass (the DSH net's first max pool, 128 x 32 x 32 x 32: 67 ms forward + backward
+against 10 ms here; its first average pool, 128 x 16 x 16 x 32: 12 ms against 2.3 ms beside
+trainings; `benchmarks/conv_layers.py`). The forward pass stays XLA's reduce-window; the backward pass
+pads the input to a grid of whole strides and views it as `[B, Gh, s, Gw, s, C]` (a free
+reshape), where window offset (dy, dx) is the plain slice
+`[:, dy//s : dy//s + out_h, dy%s, dx//s : dx//s + out_w, dx%s]`; each offset's share of the
+output gradient goes back into its stride phase with a pad. For the maximum, ties go to the
+first maximal offset in row-major order, as XLA's select-and-scatter does: the same inputs
+receive the same gradient as with `flax.linen.max_pool(x, (k, k), (s, s), "SAME")` (where
+windows overlap, their shares are added in another order: equal up to float rounding).
 """
 
 from __future__ import annotations
@@ -78,17 +80,29 @@ def _forward(x, window, stride):
 
 def _backward(window, stride, residuals, out_grad):
   x, out = residuals
-  shape = x.shape
   grid = _phase_grid(x, window, stride)
-  _, phases_h, _, phases_w, _, _ = grid.shape
   out_h, out_w = out.shape[1:3]
-  phase_grads = {}
+  shares = {}
   taken = jnp.zeros(out.shape, bool)
   for dy, dx in _offsets(window):
     # The first offset (row-major) that holds a window's maximum takes its whole gradient.
     hit = (_window_slice(grid, dy, dx, stride, out_h, out_w) == out) & ~taken
     taken = taken | hit
-    share = jnp.where(hit, out_grad, 0)
+    shares[dy, dx] = jnp.where(hit, out_grad, 0)
+  return (_input_gradient(shares, x.shape, window, stride),)
+
+
+def _input_gradient(shares: dict, shape, window: int, stride: int) -> jnp.ndarray:
+  """The gradient `[B, H, W, C]` of a pool's input from each window offset's share
+  `[B, out_h, out_w, C]` of the output gradient: every share padded into place in its stride
+  phase of the grid, the phases interleaved, the padding cut off."""
+  first = next(iter(shares.values()))
+  out_h, out_w = first.shape[1:3]
+  _, before_h, grid_h = _geometry(shape[1], window, stride)
+  _, before_w, grid_w = _geometry(shape[2], window, stride)
+  phases_h, phases_w = grid_h // stride, grid_w // stride
+  phase_grads = {}
+  for (dy, dx), share in shares.items():
     shift_h, shift_w = dy // stride, dx // stride
     placed = jnp.pad(
       share,
@@ -101,17 +115,36 @@ def _backward(window, stride, residuals, out_grad):
     )
     phase = (dy % stride, dx % stride)
     phase_grads[phase] = phase_grads[phase] + placed if phase in phase_grads else placed
-  zeros = jnp.zeros((shape[0], phases_h, phases_w, shape[3]), out_grad.dtype)
+  zeros = jnp.zeros((shape[0], phases_h, phases_w, shape[3]), first.dtype)
   rows = [
     jnp.stack([phase_grads.get((py, px), zeros) for px in range(stride)], axis=3)
     for py in range(stride)
   ]
-  grid_grad = jnp.stack(rows, axis=2).reshape(
-    shape[0], phases_h * stride, phases_w * stride, shape[3]
-  )
-  _, before_h, _ = _geometry(shape[1], window, stride)
-  _, before_w, _ = _geometry(shape[2], window, stride)
-  return (grid_grad[:, before_h : before_h + shape[1], before_w : before_w + shape[2]],)
+  grid_grad = jnp.stack(rows, axis=2).reshape(shape[0], grid_h, grid_w, shape[3])
+  return grid_grad[:, before_h : before_h + shape[1], before_w : before_w + shape[2]]
 
 
 max_pool.defvjp(_forward, _backward)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def avg_pool(x: jnp.ndarray, window: int, stride: int) -> jnp.ndarray:
+  """Average pooling `[B, H, W, C]` -> `[B, ceil(H/stride), ceil(W/stride), C]`, 'SAME'
+  padding, the sum of each `window` x `window` window divided by window^2 (padding counts as
+  zeros, as in `flax.linen.avg_pool(x, (k, k), (s, s), "SAME")`)."""
+  return _avg_forward(x, window, stride)[0]
+
+
+def _avg_forward(x, window, stride):
+  total = jax.lax.reduce_window(
+    x, jnp.zeros((), x.dtype), jax.lax.add, (1, window, window, 1), (1, stride, stride, 1), "SAME"
+  )
+  return total / (window * window), x.shape
+
+
+def _avg_backward(window, stride, shape, out_grad):
+  share = out_grad / (window * window)  # every input of a window gets the same share
+  return (_input_gradient(dict.fromkeys(_offsets(window), share), shape, window, stride),)
+
+
+avg_pool.defvjp(_avg_forward, _avg_backward)

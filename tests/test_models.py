@@ -1,4 +1,5 @@
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,15 +34,18 @@ def test_dsh_net_parameter_count_and_output_shape(shape, bits, expected):
   chex.assert_type(codes, np.float32)
 
 
-def test_vgg11_parameter_count_and_output_shape():
-  config = load_config("dsh", "bits=48,backbone=vgg11")
+@pytest.mark.parametrize("backbone", ["vgg11", "vgg11-narrow"])
+def test_vgg_parameter_count_and_output_shape(backbone):
+  config = load_config("dsh", f"bits=48,backbone={backbone}")
   model = models.build_model(config.model)
   images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
   params = model.init(jax.random.key(0), images)
+  scale = {"vgg11": 1, "vgg11-narrow": 4}[backbone]  # the narrow net: a quarter of the width
   widths = [(3, 64), (64, 128), (128, 256), (256, 256), (256, 512), (512, 512), (512, 512),
             (512, 512)]  # fmt: skip
+  widths = [(cin if cin == 3 else cin // scale, cout // scale) for cin, cout in widths]
   convs = sum(9 * cin * cout + 2 * cout for cin, cout in widths)  # no bias; norm scale + shift
-  assert count_params(params) == convs + (512 * 512 + 512) + (512 * 48 + 48)
+  assert count_params(params) == convs + (512 // scale * 512 + 512) + (512 * 48 + 48)
   codes = model.apply(params, images)
   chex.assert_shape(codes, (2, 48))
   # Group normalisation, not batch: an image's code does not depend on the rest of the batch.
@@ -219,3 +223,60 @@ def test_bfloat16_compute_keeps_float32_parameters_and_outputs_close_to_float32(
   scale = np.abs(codes32).max()
   np.testing.assert_allclose(codes16, codes32, atol=0.05 * scale)
   assert not np.array_equal(codes16, codes32)  # it did compute in bfloat16
+
+
+class PlainDSH(nn.Module):
+  """The DSH net written layer by layer with flax's own layers (the reference)."""
+
+  @nn.compact
+  def __call__(self, x):
+    pool = dict(window_shape=(3, 3), strides=(2, 2), padding="SAME")
+    x = nn.relu(nn.max_pool(nn.Conv(32, (5, 5), padding="SAME")(x), **pool))
+    x = nn.avg_pool(nn.relu(nn.Conv(32, (5, 5), padding="SAME")(x)), **pool)
+    x = nn.avg_pool(nn.relu(nn.Conv(64, (5, 5), padding="SAME")(x)), **pool)
+    return nn.relu(nn.Dense(500)(x.reshape((x.shape[0], -1))))
+
+
+class PlainNIN(nn.Module):
+  widths: tuple
+
+  @nn.compact
+  def __call__(self, x):
+    pool = dict(window_shape=(3, 3), strides=(2, 2), padding="SAME")
+    w0, w1, w2, w3 = self.widths
+
+    def conv(x, width, size):
+      return nn.relu(nn.Conv(width, (size, size), padding="SAME")(x))
+
+    x = nn.max_pool(conv(conv(x, w0, 5), w0, 1), **pool)
+    x = nn.max_pool(conv(conv(x, w1, 5), w1, 1), **pool)
+    x = nn.avg_pool(conv(conv(x, w2, 1), w2, 1), **pool)
+    return jnp.mean(conv(conv(x, w3, 3), 40, 1), axis=(1, 2))
+
+
+@pytest.mark.parametrize(
+  "ours, plain",
+  [
+    (models.DSHBackbone(), PlainDSH()),
+    (
+      models.NINBackbone(models.NIN_WIDTHS["nin-narrow"], 40),
+      PlainNIN(models.NIN_WIDTHS["nin-narrow"]),
+    ),
+  ],
+  ids=["dsh", "nin-narrow"],
+)
+def test_backbones_equal_their_plain_layer_by_layer_definition(ours, plain):
+  """The bias and ReLU moved after the max pool, and the project's pools: the same parameters
+  (names, shapes, initial values), features and gradients as flax's layers in the papers' order."""
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 32, 32, 3)), jnp.float32)
+  params = ours.init(jax.random.key(0), x)
+  chex.assert_trees_all_equal(params, plain.init(jax.random.key(0), x))
+  # A random bias, so that moving it past the pool is exercised (they start at zero).
+  params = jax.tree_util.tree_map_with_path(
+    lambda path, p: p + 0.1 if path[-1].key == "bias" else p, params
+  )
+  chex.assert_trees_all_close(ours.apply(params, x), plain.apply(params, x), atol=1e-5, rtol=1e-5)
+  loss = lambda net: lambda p: jnp.sum(jnp.sin(net.apply(p, x)))  # noqa: E731
+  chex.assert_trees_all_close(
+    jax.grad(loss(ours))(params), jax.grad(loss(plain))(params), atol=1e-4, rtol=1e-4
+  )

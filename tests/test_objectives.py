@@ -8,6 +8,7 @@ from conftest import load_config
 
 from hashing import data, models, objectives, optim, steps, train
 from hashing.errors import UserError
+from hashing.losses import dsh_loss
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +137,24 @@ def test_dropout_masks_follow_the_step_key(embedded):
   assert losses[0.0][0] == losses[0.0][1] == losses[0.0][2]  # no dropout: the key changes nothing
   assert losses[0.5][0] == losses[0.5][1] != losses[0.5][2]  # dropout: one mask per step key
   assert losses[0.5][0] != losses[0.0][0]
+
+
+def test_dsh_class_weight_adds_the_weighted_cross_entropy_of_a_class_output(embedded):
+  images, labels = embedded
+  images, labels = images[:16], labels[:16]
+  config = load_config("dsh", "bits=12,smoke")
+  config.loss.class_weight = 0.5
+  assert objectives.num_class_outputs(config, labels.shape[1]) == labels.shape[1]
+  model = models.build_model(config.model, [72.0], [89.0], num_classes=labels.shape[1])
+  params = model.init(jax.random.key(0), images[:1])
+  hyper = objectives.hyperparameters(config)
+  batch = {"images": images, "labels": labels}
+  loss = objectives.make_objective(config, model).loss(params, batch, hyper, jax.random.key(0))
+  codes, logits = model.apply(params, images, train=True, with_logits=True)
+  # Plain reference: softmax cross-entropy of each image's one label, averaged.
+  log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+  cross_entropy = -np.mean(log_probs[np.arange(16), labels.argmax(axis=1)])
+  pair_loss = dsh_loss(codes, labels, margin=hyper["margin"], alpha=hyper["alpha"])
+  np.testing.assert_allclose(loss, pair_loss + 0.5 * cross_entropy, rtol=1e-5)
+  config.loss.class_weight = 0.0  # the default: no class output
+  assert objectives.num_class_outputs(config, labels.shape[1]) == 0

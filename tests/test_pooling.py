@@ -1,6 +1,6 @@
-"""`pooling.max_pool` against the library's max pool: the same values and the same gradient
-(which input of a window receives it, ties included), for the geometries the models use and
-odd ones."""
+"""`pooling.max_pool` and `pooling.avg_pool` against the library's pools: the same values and
+the same gradient (for the maximum: which input of a window receives it, ties included), for
+the geometries the models use and odd ones."""
 
 import chex
 import flax.linen as nn
@@ -9,10 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hashing.pooling import max_pool
+from hashing.pooling import avg_pool, max_pool
 
 GEOMETRIES = [
   ((4, 32, 32, 5), 3, 2),  # the DSH net's and NIN's pools
+  ((4, 16, 16, 5), 3, 2),
+  ((4, 8, 8, 5), 3, 2),
   ((3, 15, 17, 2), 3, 2),  # odd sizes: 'SAME' pads on both sides
   ((2, 8, 8, 3), 2, 2),  # VGG's pools
   ((2, 7, 9, 3), 2, 2),
@@ -50,3 +52,17 @@ def test_bfloat16_and_vmap():
   chex.assert_trees_all_equal(out, jax.vmap(lambda x: reference(x, 3, 2))(x))
   grad = jax.grad(lambda x: jnp.sum(max_pool(x, 3, 2).astype(jnp.float32)))(x[0])
   assert grad.dtype == jnp.bfloat16 and float(grad.astype(jnp.float32).sum()) == 3 * 5 * 5 * 4
+
+
+@pytest.mark.parametrize("shape, window, stride", GEOMETRIES)
+def test_values_and_gradient_equal_the_library_average_pool(shape, window, stride):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal(shape).astype(np.float32))
+  expected = nn.avg_pool(x, (window, window), (stride, stride), padding="SAME")
+  chex.assert_trees_all_close(avg_pool(x, window, stride), expected, atol=1e-6, rtol=0)
+  weights = jnp.asarray(rng.standard_normal(expected.shape).astype(np.float32))
+  grad = jax.jit(jax.grad(lambda x: jnp.sum(avg_pool(x, window, stride) * weights)))(x)
+  grad_ref = jax.grad(
+    lambda x: jnp.sum(nn.avg_pool(x, (window, window), (stride, stride), "SAME") * weights)
+  )(x)
+  chex.assert_trees_all_close(grad, grad_ref, atol=1e-6, rtol=0)
