@@ -3,8 +3,8 @@
 XLA differentiates the library's reduce-window pools with a select-and-scatter (maximum) or a
 reduce-window over a dilated gradient (sum), which on CPU measured several times slower than
 the forward pass (the DSH net's first max pool, 128 x 32 x 32 x 32: 67 ms forward + backward
-against 10 ms here; its first average pool, 128 x 16 x 16 x 32: 12 ms against 2.3 ms beside
-trainings; `benchmarks/conv_layers.py`). The forward pass stays XLA's reduce-window; the
+against 10 ms here; its first average pool, 128 x 16 x 16 x 32: 7.5 ms against 2.3 ms;
+`benchmarks/conv_layers.py`). The forward pass stays XLA's reduce-window; the
 backward pass pads the input to a grid of whole strides and views it as `[B, Gh, s, Gw, s, C]`
 (a free reshape), where window offset (dy, dx) is the plain slice
 `[:, dy//s : dy//s + out_h, dy%s, dx//s : dx//s + out_w, dx%s]`; each offset's share of the
