@@ -4,16 +4,17 @@ DSH net alone, JAX (the project's compile options, and XLA's defaults) vs PyTorc
   python benchmarks/conv_layers.py [--batch 128] [--repeats 10]
 
 For each 5x5 'SAME' convolution of the DSH net (32x32x3 -> 32, 16x16x32 -> 32, 8x8x32 -> 64)
-times the forward pass and the forward + backward pass (gradients of input and kernel) of
-`jax.lax.conv_general_dilated` under `hashing.compiling.jit` (NHWC, the layout of the models),
-under plain `jax.jit` (XLA's default options: on CPU the convolution goes to a YNNPACK fusion)
-and PyTorch's `conv2d` (NCHW, its native layout); then the DSH net's first max pool (3x3,
-stride 2, 128 x 32 x 32 x 32) forward + backward: `hashing.pooling.max_pool` vs
-`flax.linen.max_pool` (XLA's select-and-scatter gradient) vs PyTorch's `max_pool2d`, and its
-first average pool (3x3, stride 2, 128 x 16 x 16 x 32): `hashing.pooling.avg_pool` vs
-`flax.linen.avg_pool` vs PyTorch's `avg_pool2d`. Best of
-`--repeats`, in alternating rounds. Prints each time and the ratio of each JAX variant's
-speed to PyTorch's (> 1: JAX is faster). The last line is one JSON object.
+times the three passes a train step runs, each alone: the forward pass, the kernel gradient and
+the input gradient (both from a fixed output gradient; the train step needs no input gradient of
+the first layer, whose input is the images), of `jax.lax.conv_general_dilated` under
+`hashing.compiling.jit` (NHWC, the layout of the models), under plain `jax.jit` (XLA's default
+options: on CPU the convolution goes to a YNNPACK fusion) and PyTorch's `conv2d` (NCHW, its
+native layout); then the DSH net's first max pool (3x3, stride 2, 128 x 32 x 32 x 32) forward +
+backward: `hashing.pooling.max_pool` vs `flax.linen.max_pool` (XLA's select-and-scatter
+gradient) vs PyTorch's `max_pool2d`, and its first average pool (3x3, stride 2, 128 x 16 x 16 x
+32): `hashing.pooling.avg_pool` vs `flax.linen.avg_pool` vs PyTorch's `avg_pool2d`. Best of
+`--repeats`, in alternating rounds. Prints each time and the ratio of each JAX variant's speed
+to PyTorch's (> 1: JAX is faster). The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -33,36 +34,41 @@ from hashing import compiling, pooling  # noqa: E402 (timing put the project on 
 LAYERS = ((32, 3, 32), (16, 32, 32), (8, 32, 64))  # (spatial size, in channels, out channels)
 
 
-def jax_functions(x: np.ndarray, w: np.ndarray, jit=compiling.jit):
+def jax_functions(x: np.ndarray, w: np.ndarray, g: np.ndarray, jit=compiling.jit):
+  """(forward, kernel gradient, input gradient) of the convolution; `g` is the output gradient."""
+
   def conv(x, w):
     return jax.lax.conv_general_dilated(
       x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
 
   forward = jit(conv)
-  backward = jit(jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=(0, 1)))
-  x, w = jnp.asarray(x), jnp.asarray(w)
+  kernel_gradient = jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0])
+  input_gradient = jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0])
+  x, w, g = jnp.asarray(x), jnp.asarray(w), jnp.asarray(g)
   return (
     lambda: forward(x, w).block_until_ready(),
-    lambda: jax.block_until_ready(backward(x, w)),
+    lambda: kernel_gradient(x, w, g).block_until_ready(),
+    lambda: input_gradient(x, w, g).block_until_ready(),
   )
 
 
-def torch_functions(x: np.ndarray, w: np.ndarray):
+def torch_functions(x: np.ndarray, w: np.ndarray, g: np.ndarray):
   import torch
 
-  x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().requires_grad_(True)
-  w = torch.from_numpy(w).permute(3, 2, 0, 1).contiguous().requires_grad_(True)
+  x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+  w = torch.from_numpy(w).permute(3, 2, 0, 1).contiguous()
+  g = torch.from_numpy(g).permute(0, 3, 1, 2).contiguous()
 
   def forward():
     with torch.no_grad():
       torch.nn.functional.conv2d(x, w, padding=2)
 
-  def backward():
-    x.grad = w.grad = None
-    (torch.nn.functional.conv2d(x, w, padding=2) ** 2).sum().backward()
-
-  return forward, backward
+  return (
+    forward,
+    lambda: torch.nn.grad.conv2d_weight(x, w.shape, g, padding=2),
+    lambda: torch.nn.grad.conv2d_input(x.shape, w, g, padding=2),
+  )
 
 
 def pool_functions(x: np.ndarray, kind: str, has_torch: bool) -> dict:
@@ -129,13 +135,14 @@ def main():
   for size, channels_in, channels_out in LAYERS:
     x = rng.standard_normal((args.batch, size, size, channels_in), dtype=np.float32)
     w = rng.standard_normal((5, 5, channels_in, channels_out), dtype=np.float32) * 0.1
+    g = rng.standard_normal((args.batch, size, size, channels_out), dtype=np.float32)
     contestants = {
-      "jax": jax_functions(x, w),
-      "jax-xla-defaults": jax_functions(x, w, jit=jax.jit),
+      "jax": jax_functions(x, w, g),
+      "jax-xla-defaults": jax_functions(x, w, g, jit=jax.jit),
     }
     if has_torch:
-      contestants["torch"] = torch_functions(x, w)
-    for k, part in enumerate(("forward", "forward+backward")):
+      contestants["torch"] = torch_functions(x, w, g)
+    for k, part in enumerate(("forward", "kernel gradient", "input gradient")):
       runners = {name: _repeat(functions[k]) for name, functions in contestants.items()}
       seconds = best_seconds(runners, 1, args.repeats, warmup=1)
       _report(f"conv {size}x{size}x{channels_in}->{channels_out} {part}", seconds, summary)
