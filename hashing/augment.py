@@ -1,4 +1,5 @@
-"""Random flip, crop and cutout of uint8 image batches, done inside the jitted train step."""
+"""Random flip, crop, cutout and colour jitter of uint8 image batches, done inside the jitted
+train step."""
 
 from __future__ import annotations
 
@@ -64,3 +65,39 @@ def random_cutout(key: jax.Array, images: jnp.ndarray, *, size: int) -> jnp.ndar
   inside_cols = (cols >= 0) & (cols < size)
   inside = inside_rows[:, :, None] & inside_cols[:, None, :]  # [batch, H, W]
   return jnp.where(inside[..., None], jnp.zeros_like(images), images)
+
+
+def random_color_jitter(key: jax.Array, images: jnp.ndarray, *, strength: float) -> jnp.ndarray:
+  """Per image: brightness, contrast and saturation each scaled by a factor drawn uniformly
+  from [1 - strength, 1 + strength] (torchvision's `ColorJitter(s, s, s)`, in a fixed order):
+
+    x <- b x;  x <- c (x - mean(gray(x))) + mean(gray(x));  x <- s (x - gray(x)) + gray(x)
+
+  with gray(x) = 0.299 R + 0.587 G + 0.114 B per pixel, then clipped to [0, 255] and rounded
+  back to uint8. Images with other than 3 channels get brightness and contrast only.
+
+  Args:
+    key: PRNG key.
+    images: uint8 `[batch, H, W, C]`.
+    strength: in [0, 1) (0 disables the jitter).
+
+  Returns:
+    uint8 `[batch, H, W, C]`.
+  """
+  if not strength:
+    return images
+  batch, channels = images.shape[0], images.shape[-1]
+  factors = jax.random.uniform(key, (3, batch, 1, 1, 1), minval=1 - strength, maxval=1 + strength)
+  x = images.astype(jnp.float32) * factors[0]
+
+  def gray(x):  # [batch, H, W, 1]
+    if channels != 3:
+      return jnp.mean(x, axis=-1, keepdims=True)
+    return x @ jnp.array([0.299, 0.587, 0.114], jnp.float32)[:, None]
+
+  mean = jnp.mean(gray(x), axis=(1, 2, 3), keepdims=True)
+  x = factors[1] * (x - mean) + mean
+  if channels == 3:
+    g = gray(x)
+    x = factors[2] * (x - g) + g
+  return jnp.round(jnp.clip(x, 0, 255)).astype(images.dtype)

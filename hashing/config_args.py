@@ -123,6 +123,8 @@ def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDi
   c.augment.flip = AUGMENTED[preset]
   c.augment.crop_padding = CROP_PADDING[preset] if AUGMENTED[preset] else 0
   c.augment.cutout = 0  # > 0: zero a random square of this side per image (Cutout)
+  # > 0: brightness, contrast and saturation scaled by factors in [1 - s, 1 + s]
+  c.augment.color_jitter = 0.0
   # > 1: each batch holds batch_size / repeats images, each augmented `repeats` times.
   c.augment.repeats = 1
 

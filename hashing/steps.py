@@ -28,6 +28,8 @@ def _step_function(
     # flips and crops.
     cutout = augment_config.get("cutout", 0)
     flat = augment.random_cutout(jax.random.fold_in(key, 1), flat, size=cutout)
+    jitter = augment_config.get("color_jitter", 0.0)
+    flat = augment.random_color_jitter(jax.random.fold_in(key, 3), flat, strength=jitter)
     batch = {**batch, "images": flat.reshape(images.shape)}
     dropout_key = jax.random.fold_in(key, 2)  # its own key too, like cutout's
     loss, grads = jax.value_and_grad(objective.loss)(params, batch, hyper, dropout_key)

@@ -52,6 +52,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for field in ("crop_padding", "cutout"):
     if config.augment.get(field, 0) < 0:
       raise UserError(f"config.augment.{field}={config.augment[field]} must be >= 0 (0: off).")
+  if not 0 <= config.augment.get("color_jitter", 0.0) < 1:
+    raise UserError(
+      f"config.augment.color_jitter={config.augment.color_jitter} must be in [0, 1) (0: off)."
+    )
 
 
 def prepare_data(config: ml_collections.ConfigDict) -> tuple[data.LabeledImages, protocols.Split]:

@@ -1,5 +1,6 @@
 import jax
 import numpy as np
+import pytest
 
 from hashing import augment
 
@@ -53,3 +54,37 @@ def test_cutout_zeroes_one_clipped_square_per_image_and_keeps_the_rest():
 def test_cutout_of_zero_size_is_identity():
   x = images()
   np.testing.assert_array_equal(augment.random_cutout(jax.random.key(0), x, size=0), x)
+
+
+def color_jitter_reference(images, factors):
+  """Plain NumPy colour jitter with given factors `[3, batch]` (brightness, contrast,
+  saturation), in the docstring's order."""
+  out = []
+  for image, (b, c, s) in zip(images.astype(np.float64), factors.T, strict=True):
+    x = image * b
+    gray = x @ [0.299, 0.587, 0.114] if x.shape[-1] == 3 else x.mean(axis=-1)
+    x = c * (x - gray.mean()) + gray.mean()
+    if x.shape[-1] == 3:
+      gray = x @ [0.299, 0.587, 0.114]
+      x = s * (x - gray[..., None]) + gray[..., None]
+    out.append(np.round(np.clip(x, 0, 255)))
+  return np.stack(out)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_color_jitter_matches_a_numpy_reference(channels):
+  x, strength, key = images(batch=16, channels=channels), 0.4, jax.random.key(4)
+  out = np.asarray(augment.random_color_jitter(key, x, strength=strength))
+  factors = np.asarray(
+    jax.random.uniform(key, (3, 16, 1, 1, 1), minval=1 - strength, maxval=1 + strength)
+  ).reshape(3, 16)
+  assert out.dtype == np.uint8 and out.shape == x.shape
+  assert np.all((factors >= 0.6) & (factors <= 1.4)) and factors.std() > 0.1
+  # float32 against float64 may round a value at .5 the other way
+  np.testing.assert_allclose(out, color_jitter_reference(x, factors), atol=1)
+  assert np.mean(out != x) > 0.5
+
+
+def test_color_jitter_of_zero_strength_is_identity():
+  x = images()
+  np.testing.assert_array_equal(augment.random_color_jitter(jax.random.key(0), x, strength=0), x)

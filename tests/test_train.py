@@ -164,6 +164,7 @@ def test_launch_reports_user_errors_in_one_line(tmp_path, args, phrase):
     ("train.learning_rate", 0.0, "learning_rate"),
     ("train.optimizer", "lbfgs", "optimizer"),
     ("augment.cutout", -8, "cutout"),
+    ("augment.color_jitter", 1.5, "color_jitter"),
   ],
 )
 def test_impossible_config_values_are_user_errors(tmp_path, field, value, message):
