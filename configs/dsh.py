@@ -34,7 +34,7 @@ def get_config(arg=None):
     # 5,000 training images: Adam 1e-3 underfits (mAP 0.34 vs 0.49 at 100 epochs, 0.543 vs
     # 0.553 at 300; benchmarks/RESULTS.md, learning-rate search).
     c.train.learning_rate = 3e-3
-    # Random brightness, contrast and saturation: +0.02-0.03 mAP at 12, 24 and 48 bits, two
+    # Random brightness, contrast and saturation: +0.02-0.03 mAP at 12, 24, 32 and 48 bits, two
     # seeds each (benchmarks/RESULTS.md, color jitter). Not in the paper.
     c.augment.color_jitter = 0.4
   return c
