@@ -40,6 +40,11 @@ from hashing import (
 from hashing import io as hio
 from hashing.errors import UserError
 
+try:
+  import fcntl
+except ImportError:  # Windows: no flock; workdirs go unlocked there.
+  fcntl = None
+
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Rejects impossible values with one message each (the model and loss check their own)."""
@@ -191,7 +196,8 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def claim_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Creates `workdir` and writes `config.json`, or checks that it holds a run of this config.
 
-  A workdir is never shared by two configs: results, checkpoints and codes would mix.
+  A workdir is never shared by two configs, nor by two live processes (`_lock_workdir`):
+  results, checkpoints and codes would mix.
   """
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -199,6 +205,7 @@ def claim_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     raise UserError(
       f"cannot create workdir {workdir!r} ({e.strerror}); pass a writable --workdir."
     ) from None
+  _lock_workdir(workdir)
   path = os.path.join(workdir, "config.json")
   current = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as saved
   if os.path.exists(path):
@@ -221,6 +228,40 @@ def claim_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     raise UserError(
       f"cannot write to workdir {workdir!r} ({e.strerror}); pass a writable --workdir."
     ) from None
+
+
+# Open lock files of the workdirs this process has claimed, by real path. They stay open (and
+# locked) until the process exits; the kernel then drops the lock, so none is ever left stale.
+_WORKDIR_LOCKS: dict[str, object] = {}
+
+
+def _lock_workdir(workdir: str) -> None:
+  """Takes an exclusive `flock` on `workdir/.lock`, or stops when another live process holds it.
+
+  Two trainings started into one workdir would both resume from its checkpoints and interleave
+  their metrics and results. Only process 0 of a multi-host run locks (the others write nothing).
+  """
+  path = os.path.realpath(workdir)
+  if fcntl is None or path in _WORKDIR_LOCKS or not parallel.is_main_process():
+    return
+  try:
+    lock = open(os.path.join(path, ".lock"), "a+")  # held open (locked) until the process exits
+  except OSError:
+    return  # a read-only workdir: nothing can train into it, and its finished runs stay readable
+  try:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    lock.seek(0)
+    holder = lock.read().strip() or "unknown"
+    lock.close()
+    raise UserError(
+      f"workdir {workdir!r} is in use by another running process (pid {holder}); wait for it "
+      "to finish or stop it, or pass another --workdir."
+    ) from None
+  lock.truncate(0)
+  lock.write(f"{os.getpid()}\n")
+  lock.flush()
+  _WORKDIR_LOCKS[path] = lock
 
 
 def _check_finite(

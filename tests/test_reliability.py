@@ -110,3 +110,30 @@ def test_unwritable_workdir_is_a_user_error(tmp_path):
   (tmp_path / "file").write_text("not a directory")
   with pytest.raises(UserError, match="cannot create workdir"):
     train.train_and_evaluate(load_config("dsh", "bits=8,smoke"), str(tmp_path / "file" / "run"))
+
+
+def test_workdir_in_use_by_another_process_is_refused_until_it_exits(tmp_path):
+  config = load_config("dsh", "bits=8,smoke")
+  holder = subprocess.Popen(
+    [
+      sys.executable,
+      "-c",
+      "import sys, time; from hashing import train; train._lock_workdir(sys.argv[1]); "
+      "print('locked', flush=True); time.sleep(60)",
+      str(tmp_path),
+    ],
+    cwd=ROOT,
+    stdout=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(UserError, match=rf"in use by another running process \(pid {holder.pid}\)"):
+      train.claim_workdir(config, str(tmp_path))
+    assert not (tmp_path / "config.json").exists()  # refused before anything was written
+  finally:
+    holder.kill()
+    holder.wait()
+  train.claim_workdir(config, str(tmp_path))  # the lock went with the process
+  train.claim_workdir(config, str(tmp_path))  # this process may claim its own workdir again
+  assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
