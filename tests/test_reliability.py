@@ -1,4 +1,5 @@
-"""Checkpoint and resume, a workdir bound to one config, NaN stops, unwritable workdirs."""
+"""Checkpoint and resume, a workdir bound to one config and one live process, NaN stops,
+unwritable workdirs."""
 
 import json
 import os
