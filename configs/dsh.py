@@ -37,9 +37,9 @@ def get_config(arg=None):
     # Random brightness, contrast and saturation: +0.02-0.03 mAP at 12, 24, 32 and 48 bits, two
     # seeds each (benchmarks/RESULTS.md, color jitter). Not in the paper.
     c.augment.color_jitter = 0.4
-    # Decoupled weight decay on top of the jitter: +0.007-0.033 mAP in every run (12 and 48 bits
-    # two seeds each, 24 and 32 bits one; benchmarks/RESULTS.md, weight decay with color
-    # jitter). Without jitter it was noise.
+    # Decoupled weight decay on top of the jitter: +0.007-0.033 mAP in every run (12, 24, 32 and
+    # 48 bits, two seeds each; benchmarks/RESULTS.md, weight decay with color jitter). Without
+    # jitter it was noise.
     c.train.optimizer = "adamw"
     c.train.weight_decay = 0.05
   return c
