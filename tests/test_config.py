@@ -67,3 +67,17 @@ def test_parse_arg():
     "bits": (12, 24),
     "smoke": True,
   }
+
+
+@pytest.mark.parametrize("name, arg", [("dsh", ""), ("dnnh", ""), ("cnnh", "cnnh+,")])
+def test_only_the_small_cifar10_preset_adds_jitter_and_weight_decay(name, arg):
+  small = load_config(name, arg + "data=cifar10-dnnh")
+  assert (small.augment.color_jitter, small.train.optimizer) == (0.4, "adamw")
+  assert small.train.weight_decay > 0
+  for data in ("embedded", "cifar10-dsh"):
+    other = load_config(name, arg + f"data={data}")
+    assert (other.augment.color_jitter, other.train.optimizer, other.train.weight_decay) == (
+      0.0,
+      "adam",
+      0.0,
+    )
