@@ -40,4 +40,6 @@ def get_config(arg=None):
   # 0.433 with in-batch semi-hard triplets, benchmarks/RESULTS.md); 1 kept as the paper's default.
   c.loss.margin = 1.0
   c.loss.sampling = args["sampling"]  # random | all | hard | semihard
+  # > 0 (in-batch sampling only): plus a class-label output (cross-entropy), not in the paper
+  c.loss.class_weight = 0.0
   return c

@@ -4,7 +4,8 @@
                             (class_weight > 0) a class-label output on the backbone features
   triplet, sampling=random  explicit triplets `[3, B, ...]`, shared weights (`apply_triplets`)
   triplet, sampling=all | hard | semihard
-                            labeled batch embedded once, triplets mined inside it
+                            labeled batch embedded once, triplets mined inside it, plus
+                            (class_weight > 0) a class-label output
   cnnh                      labeled batch with stage-1 `targets`, regression onto them, plus
                             (CNNH+, class_weight > 0) a class-label output
 
@@ -40,8 +41,8 @@ class Objective:
 
 
 def num_class_outputs(config: ml_collections.ConfigDict, num_labels: int) -> int:
-  """Size of the model's class-label output: `num_labels` when the loss weighs one (CNNH+,
-  DSH with `class_weight` > 0), else 0 (none)."""
+  """Size of the model's class-label output: `num_labels` when the loss weighs one (CNNH+, DSH
+  or in-batch DNNH with `class_weight` > 0), else 0 (none)."""
   return num_labels if config.loss.get("class_weight", 0) > 0 else 0
 
 
@@ -71,17 +72,19 @@ def make_objective(
   def codes_of(params, images, key, with_logits=False):
     return model.apply(params, images, train=True, rngs={"dropout": key}, with_logits=with_logits)
 
-  def class_loss(logits, labels):
-    return cfg.class_weight * losses.classification_loss(logits, labels, multi_label=multi_label)
+  def codes_and_class_loss(params, batch, key):
+    """Codes of a labeled batch and its weighted class loss (0 without a class output)."""
+    if not model.num_classes:
+      return codes_of(params, batch["images"], key), 0.0
+    codes, logits = codes_of(params, batch["images"], key, with_logits=True)
+    return codes, cfg.class_weight * losses.classification_loss(
+      logits, batch["labels"], multi_label=multi_label
+    )
 
   if cfg.name == "dsh":
 
     def pairwise(params, batch, hyper, key):
-      if model.num_classes:
-        codes, logits = codes_of(params, batch["images"], key, with_logits=True)
-        extra = class_loss(logits, batch["labels"])
-      else:
-        codes, extra = codes_of(params, batch["images"], key), 0.0
+      codes, extra = codes_and_class_loss(params, batch, key)
       return extra + losses.dsh_loss(
         codes, batch["labels"], margin=hyper["margin"], alpha=hyper["alpha"]
       )
@@ -91,13 +94,8 @@ def make_objective(
   if cfg.name == "cnnh":
 
     def regression(params, batch, hyper, key):
-      if not model.num_classes:
-        codes = codes_of(params, batch["images"], key)
-        return losses.code_regression_loss(codes, batch["targets"])
-      codes, logits = codes_of(params, batch["images"], key, with_logits=True)
-      return losses.code_regression_loss(codes, batch["targets"]) + class_loss(
-        logits, batch["labels"]
-      )
+      codes, extra = codes_and_class_loss(params, batch, key)
+      return extra + losses.code_regression_loss(codes, batch["targets"])
 
     return Objective("targets", regression)
 
@@ -107,6 +105,11 @@ def make_objective(
       f"config.loss.sampling={cfg.sampling!r} is unknown; choose one of {list(SAMPLING)}."
     )
   if cfg.sampling == "random":
+    if cfg.get("class_weight", 0) > 0:
+      raise UserError(
+        "config.loss.class_weight > 0 needs in-batch triplets (sampling=all|hard|semihard); "
+        "explicit triplets (sampling=random) have no class output."
+      )
     mode = config.train.triplet_apply
     if mode not in models.TRIPLET_APPLY:
       raise UserError(
@@ -123,8 +126,8 @@ def make_objective(
     return Objective("triplets", explicit)
 
   def in_batch(params, batch, hyper, key):
-    codes = codes_of(params, batch["images"], key)
-    return losses.batch_triplet_loss(
+    codes, extra = codes_and_class_loss(params, batch, key)
+    return extra + losses.batch_triplet_loss(
       codes, batch["labels"], margin=hyper["margin"], mining=cfg.sampling
     )
 

@@ -8,7 +8,7 @@ from conftest import load_config
 
 from hashing import data, models, objectives, optim, steps, train
 from hashing.errors import UserError
-from hashing.losses import dsh_loss
+from hashing.losses import batch_triplet_loss, dsh_loss
 
 
 @pytest.fixture(scope="module")
@@ -139,10 +139,13 @@ def test_dropout_masks_follow_the_step_key(embedded):
   assert losses[0.5][0] != losses[0.0][0]
 
 
-def test_dsh_class_weight_adds_the_weighted_cross_entropy_of_a_class_output(embedded):
+@pytest.mark.parametrize(
+  "name, arg", [("dsh", "bits=12,smoke"), ("dnnh", "sampling=semihard,smoke")]
+)
+def test_class_weight_adds_the_weighted_cross_entropy_of_a_class_output(embedded, name, arg):
   images, labels = embedded
   images, labels = images[:16], labels[:16]
-  config = load_config("dsh", "bits=12,smoke")
+  config = load_config(name, arg)
   config.loss.class_weight = 0.5
   assert objectives.num_class_outputs(config, labels.shape[1]) == labels.shape[1]
   model = models.build_model(config.model, [72.0], [89.0], num_classes=labels.shape[1])
@@ -154,7 +157,18 @@ def test_dsh_class_weight_adds_the_weighted_cross_entropy_of_a_class_output(embe
   # Plain reference: softmax cross-entropy of each image's one label, averaged.
   log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
   cross_entropy = -np.mean(log_probs[np.arange(16), labels.argmax(axis=1)])
-  pair_loss = dsh_loss(codes, labels, margin=hyper["margin"], alpha=hyper["alpha"])
-  np.testing.assert_allclose(loss, pair_loss + 0.5 * cross_entropy, rtol=1e-5)
+  if name == "dsh":
+    code_loss = dsh_loss(codes, labels, margin=hyper["margin"], alpha=hyper["alpha"])
+  else:
+    code_loss = batch_triplet_loss(codes, labels, margin=hyper["margin"], mining="semihard")
+  np.testing.assert_allclose(loss, code_loss + 0.5 * cross_entropy, rtol=1e-5)
   config.loss.class_weight = 0.0  # the default: no class output
   assert objectives.num_class_outputs(config, labels.shape[1]) == 0
+
+
+def test_class_weight_with_explicit_triplets_is_one_clear_error():
+  config = load_config("dnnh", "sampling=random,smoke")
+  config.loss.class_weight = 1.0
+  model = models.build_model(config.model, [72.0], [89.0], num_classes=10)
+  with pytest.raises(UserError, match="class_weight > 0 needs in-batch triplets"):
+    objectives.make_objective(config, model)
