@@ -11,6 +11,7 @@ import copy
 import datetime
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -281,6 +282,28 @@ def _check_finite(
     )
 
 
+# A whole log window of gradient norms below this: training has stalled. Healthy runs of these
+# networks log norms of 0.01-30; a collapsed triplet run (every image on the same saturated
+# outputs, the loss at the margin) falls below 1e-5 within a few hundred steps and stays there.
+STALLED_GRADIENT_NORM = 1e-5
+
+
+def stalled(losses_and_norms: np.ndarray) -> bool:
+  """Whether every gradient norm of one run's window (`[steps, 2]`: loss, norm) is below
+  `STALLED_GRADIENT_NORM`."""
+  return bool((losses_and_norms[:, 1] < STALLED_GRADIENT_NORM).all())
+
+
+def stall_warning(workdir: str, step: int, loss: float) -> str:
+  """The message printed once when a run's gradient vanishes (`stalled`)."""
+  return (
+    f"warning: {workdir}: the gradient norm stayed below {STALLED_GRADIENT_NORM:g} up to step "
+    f"{step} (loss {loss:.4g}): training has stalled. With a triplet loss this is usually a "
+    "collapse (every image gets the same outputs, the loss sits at the margin); lower "
+    "config.train.learning_rate, use sampling=semihard or add config.loss.class_weight=1."
+  )
+
+
 def encode_split(
   encode: Callable[[np.ndarray], np.ndarray], images: np.ndarray, split: protocols.Split
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -540,6 +563,7 @@ def _train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -
   eval_every, eval_seconds = config.eval.get("every", 0), 0.0
   window, window_start, window_first_step = [], time.perf_counter(), start_step
   mean_loss = np.full(count, np.nan)
+  stalled_at = [None] * count  # the first step whose log window had a vanished gradient
   start = time.perf_counter()
   runs = f" x {count} runs" if stacked else ""
   bar = tqdm.tqdm(
@@ -597,6 +621,9 @@ def _train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -
     ).transpose(1, 0, 2)
     for k in range(count):
       _check_finite(values[:, k], window_first_step, checkpointers[k])
+      if stalled_at[k] is None and stalled(values[:, k]):
+        stalled_at[k] = done
+        tqdm.tqdm.write(stall_warning(workdirs[k], done, float(values[-1, k, 0])), file=sys.stderr)
     if is_log:
       now = time.perf_counter()
       mean_loss = values[:, :, 0].mean(axis=0)
@@ -646,6 +673,7 @@ def _train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -
       "resumed_from_step": start_step,
       "epochs": total_steps / steps_per_epoch,
       "final_loss": float(mean_loss[k]),
+      "stalled_at_step": stalled_at[k],  # None, or where the gradient vanished (`stalled`)
       "train_seconds": train_seconds,
       "trained_together": count,  # runs sharing the vmapped step (and train_seconds)
       "eval_seconds": time.perf_counter() - eval_start,

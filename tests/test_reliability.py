@@ -1,5 +1,5 @@
 """Checkpoint and resume, a workdir bound to one config and one live process, NaN stops,
-unwritable workdirs."""
+stalled-gradient warnings, unwritable workdirs."""
 
 import json
 import os
@@ -105,6 +105,24 @@ def test_diverging_loss_stops_naming_the_step(tmp_path):
   with pytest.raises(UserError, match=r"became .* at step \d+; stopped"):
     train.train_and_evaluate(config, str(tmp_path))
   assert not (tmp_path / "results.json").exists()
+
+
+def test_collapsed_triplet_run_is_reported_as_stalled(tmp_path, capsys):
+  # Batch-hard triplets at a high learning rate saturate every sigmoid output within ten
+  # steps on this data: the loss sits at the margin with a zero gradient.
+  config = load_config("dnnh", "bits=12,smoke,sampling=hard")
+  config.train.learning_rate = 0.05
+  [results] = train.train_and_evaluate(config, str(tmp_path))
+  assert results["stalled_at_step"] is not None
+  assert results["final_loss"] == pytest.approx(config.loss.margin, abs=1e-3)
+  assert "training has stalled" in capsys.readouterr().err
+
+
+def test_stalled_needs_every_gradient_norm_of_the_window_below_the_threshold():
+  window = np.array([[1.0, 0.0], [1.0, train.STALLED_GRADIENT_NORM / 2]])
+  assert train.stalled(window)
+  window[0, 1] = 3 * train.STALLED_GRADIENT_NORM
+  assert not train.stalled(window)
 
 
 def test_unwritable_workdir_is_a_user_error(tmp_path):

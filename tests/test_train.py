@@ -54,6 +54,7 @@ def test_results_match_codes_and_split(smoke_run):
     16,
   )
   assert results["evaluated"] == "final model"
+  assert results["stalled_at_step"] is None  # a healthy run is not reported as stalled
   codes = np.load(os.path.join(workdir, "codes.npz"))
   split = np.load(os.path.join(workdir, "split.npz"))
   assert codes["query_codes"].dtype == np.uint8 and codes["query_codes"].shape == (100, 2)
