@@ -282,9 +282,10 @@ def _check_finite(
     )
 
 
-# A whole log window of gradient norms below this: training has stalled. Healthy runs of these
-# networks log norms of 0.01-30; a collapsed triplet run (every image on the same saturated
-# outputs, the loss at the margin) falls below 1e-5 within a few hundred steps and stays there.
+# Every gradient norm of a window (the steps between two logs, saves or evaluations) below
+# this: training has stalled. Healthy runs of these networks log norms of 0.01-30; a collapsed
+# triplet run (every image on the same saturated outputs, the loss at the margin) falls below
+# 1e-5 within a few hundred steps and stays there.
 STALLED_GRADIENT_NORM = 1e-5
 
 
@@ -563,7 +564,7 @@ def _train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -
   eval_every, eval_seconds = config.eval.get("every", 0), 0.0
   window, window_start, window_first_step = [], time.perf_counter(), start_step
   mean_loss = np.full(count, np.nan)
-  stalled_at = [None] * count  # the first step whose log window had a vanished gradient
+  stalled_at = [None] * count  # the end of the first window with a vanished gradient
   start = time.perf_counter()
   runs = f" x {count} runs" if stacked else ""
   bar = tqdm.tqdm(
