@@ -119,6 +119,7 @@ def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDi
   c.train.learning_rate = 1e-3
   c.train.momentum = 0.9  # sgd only
   c.train.weight_decay = WEIGHT_DECAY.get(preset, 0.0)
+  c.train.weight_decay_exclude = ""  # modules without decay, comma-separated: e.g. "head"
   c.train.schedule = "cosine"  # constant | cosine | step
   c.train.warmup_steps = 100
   c.train.decay_at = (0.5, 0.75)  # step schedule: fractions of training where lr /= 10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import optax
 
 from hashing.errors import UserError
@@ -36,6 +37,37 @@ def learning_rate_schedule(
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])
 
 
+def decay_mask(exclude: str):
+  """The weight-decay mask for `train.weight_decay_exclude`, a comma-separated list of module
+  names (e.g. "head" or "head,classes"): a function of the parameter pytree giving True for
+  the leaves to decay, False for those under a listed module; None (decay all) for "".
+
+  Why: at 48 bits with a class output, decay shrank the divide-and-encode weights of 6-11 bits
+  to ~0.1, leaving those bits constant over the database (benchmarks/RESULTS.md).
+  """
+  names = {n.strip() for n in exclude.split(",") if n.strip()}
+  if not names:
+    return None
+
+  def mask(params):
+    found = set()
+
+    def decayed(path, _):
+      keys = {getattr(k, "key", None) for k in path}
+      found.update(keys & names)
+      return not keys & names
+
+    tree = jax.tree_util.tree_map_with_path(decayed, params)
+    if missing := names - found:
+      raise UserError(
+        f"config.train.weight_decay_exclude names {sorted(missing)}, which the model does not "
+        "have; use top-level module names such as 'head', 'classes' or 'backbone'."
+      )
+    return tree
+
+  return mask
+
+
 def make_optimizer(train_config, total_steps: int) -> optax.GradientTransformation:
   """Adam, AdamW (decoupled weight decay) or SGD with momentum (L2 weight decay, as Caffe),
   for a peak learning rate of 1: the train step multiplies the updates by the run's
@@ -45,12 +77,13 @@ def make_optimizer(train_config, total_steps: int) -> optax.GradientTransformati
   name, wd = train_config.optimizer, train_config.weight_decay
   if train_config.learning_rate <= 0:
     raise UserError(f"config.train.learning_rate={train_config.learning_rate} must be positive.")
+  mask = decay_mask(train_config.get("weight_decay_exclude", ""))
   if name == "adam":
-    chain = [optax.add_decayed_weights(wd)] if wd else []
+    chain = [optax.add_decayed_weights(wd, mask=mask)] if wd else []
     return optax.chain(*chain, optax.adam(schedule))
   if name == "adamw":
-    return optax.adamw(schedule, weight_decay=wd)
+    return optax.adamw(schedule, weight_decay=wd, mask=mask)
   if name == "sgd":
-    chain = [optax.add_decayed_weights(wd)] if wd else []
+    chain = [optax.add_decayed_weights(wd, mask=mask)] if wd else []
     return optax.chain(*chain, optax.sgd(schedule, momentum=train_config.momentum))
   raise UserError(f"config.train.optimizer={name!r} is unknown; choose one of {OPTIMIZERS}.")

@@ -107,6 +107,28 @@ def test_train_step_compiles_once_and_lowers_the_loss():
   assert float(loss) < first
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_weight_decay_exclude_leaves_the_named_modules_undecayed(optimizer):
+  config = load_config("dsh", "bits=8,smoke")
+  config.train.optimizer, config.train.weight_decay = optimizer, 0.5
+  config.train.warmup_steps, config.train.schedule = 0, "constant"
+  config.train.weight_decay_exclude = "head"
+  params = models.build_model(config.model).init(jax.random.key(0), np.zeros((1, 28, 28, 1)))
+  tx = optim.make_optimizer(config.train, 10)
+  zero = jax.tree_util.tree_map(np.zeros_like, params)  # no loss: only the decay moves weights
+  updates, _ = tx.update(zero, tx.init(params), params)
+
+  def check(path, update, param):
+    decayed = np.any(np.asarray(update) != 0)
+    expected = "'head'" not in jax.tree_util.keystr(path) and np.any(np.asarray(param) != 0)
+    assert decayed == expected, path  # (biases start at 0: nothing to decay)
+
+  jax.tree_util.tree_map_with_path(check, updates, params)
+  config.train.weight_decay_exclude = "head,encoder"
+  with pytest.raises(UserError, match="encoder"):
+    optim.make_optimizer(config.train, 10).init(params)
+
+
 def test_launch_multi_bit_smoke_prints_table_and_writes_subdirs(tmp_path):
   out = subprocess.run(
     [
