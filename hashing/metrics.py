@@ -136,6 +136,8 @@ def evaluate(
         precision(d) = mean over queries with within(d) >= 1 of relwithin(d) / within(d).
         Either is 0.0 when no query qualifies.
       "num_queries": Q, "num_database": N.
+      "constant_bits": how many of the num_bits bits take one value on every database code
+        (bits that separate nothing: the code works as a shorter one).
 
   Raises:
     ValueError: on inconsistent shapes, bad dtypes, or out-of-range arguments.
@@ -223,4 +225,11 @@ def evaluate(
     },
     "num_queries": int(num_queries),
     "num_database": int(num_database),
+    "constant_bits": count_constant_bits(database_packed, num_bits),
   }
+
+
+def count_constant_bits(packed: np.ndarray, num_bits: int) -> int:
+  """How many of the first `num_bits` bits of packed codes uint8 `[N, W]` are equal in all N."""
+  ones = np.unpackbits(packed, axis=1, count=num_bits).sum(axis=0)  # [num_bits]
+  return int(np.sum((ones == 0) | (ones == packed.shape[0])))

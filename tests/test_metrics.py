@@ -86,6 +86,7 @@ def _ref_metrics(query_bits, database_bits, query_labels, database_labels, radiu
     },
     "num_queries": len(query_bits),
     "num_database": n,
+    "constant_bits": sum(len({code[b] for code in database_bits}) == 1 for b in range(num_bits)),
   }
 
 
@@ -264,6 +265,7 @@ def test_hand_computed_ap_and_precision():
   assert result["precision_at_k"]["precision"] == pytest.approx([1, 1 / 2, 2 / 3, 1 / 2])
   assert result["precision_radius2"] == pytest.approx(1 / 2)
   assert result["num_queries"] == 1 and result["num_database"] == 4
+  assert result["constant_bits"] == 3  # the last 3 of the 8 bits are 0 in every database code
   # PR curve: retrieved within r = 1, 2, 2, 3, 3, 4, 4, 4, 4 items for r = 0..8.
   assert result["pr_curve"]["radius"] == list(range(9))
   assert result["pr_curve"]["precision"] == pytest.approx(
