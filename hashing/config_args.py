@@ -106,6 +106,7 @@ def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDi
   c.model.quantize_eps = 0.0  # > 0: DNNH piecewise threshold of sigmoid outputs in training
   c.model.quantize_gradient = "zero"  # zero | straight_through: the threshold's gradient
   c.model.dropout = 0.0  # > 0: dropout on the backbone features in training
+  c.model.class_input = "features"  # features | codes: what a class-label output reads
   # True: a code is the mean of the outputs for the image and its mirror image (test time only;
   # for data whose classes survive a horizontal flip).
   c.model.flip_average = False

@@ -179,6 +179,7 @@ THRESHOLDS = {"none": 0.0, "tanh": 0.0, "sigmoid": 0.5}
 
 
 QUANTIZE_GRADIENTS = ("zero", "straight_through")
+CLASS_INPUTS = ("features", "codes")  # what the class-label output (num_classes > 0) reads
 
 
 def piecewise_threshold(s: jnp.ndarray, eps: float, gradient: str = "zero") -> jnp.ndarray:
@@ -203,7 +204,9 @@ class HashNet(nn.Module):
   attributes (not parameters) so that they travel with the model definition.
   `quantize_eps` > 0 with a sigmoid output applies `piecewise_threshold` (with its
   `quantize_gradient`) when `train=True`.
-  `num_classes` > 0 adds a class-label output on the backbone features (CNNH+).
+  `num_classes` > 0 adds a class-label output: a dense layer on the backbone features (CNNH+),
+  or with `class_input="codes"` on the `[batch, bits]` output codes (so that every bit gets the
+  classification gradient; SSDH, Yang et al. 2017, classifies from its sigmoid code layer).
   `dropout` > 0 zeroes that fraction of the backbone features (scaling the rest by
   1 / (1 - dropout)) when `train=True`; the apply then needs `rngs={"dropout": key}`.
   `flip_average` makes the test-time output the mean over the image and its mirror image,
@@ -221,6 +224,7 @@ class HashNet(nn.Module):
   quantize_eps: float = 0.0
   quantize_gradient: str = "zero"
   num_classes: int = 0
+  class_input: str = "features"
   dropout: float = 0.0
   flip_average: bool = False
 
@@ -241,7 +245,8 @@ class HashNet(nn.Module):
     # The class output is always built when configured, so that `init` creates its parameters.
     logits = None
     if self.num_classes:
-      logits = nn.Dense(self.num_classes, name="classes")(features.astype(jnp.float32))
+      source = codes if self.class_input == "codes" else features.astype(jnp.float32)
+      logits = nn.Dense(self.num_classes, name="classes")(source)
     if averaged:
       codes, logits = jax.tree_util.tree_map(
         lambda y: 0.5 * (y[: len(y) // 2] + y[len(y) // 2 :]), (codes, logits)
@@ -398,6 +403,11 @@ def build_model(
   dropout = model_config.get("dropout", 0.0)
   if not 0 <= dropout < 1:
     raise UserError(f"config.model.dropout={dropout} must be in [0, 1) (0 disables it).")
+  class_input = model_config.get("class_input", "features")
+  if class_input not in CLASS_INPUTS:
+    raise UserError(
+      f"config.model.class_input={class_input!r} is unknown; choose one of {list(CLASS_INPUTS)}."
+    )
   return HashNet(
     backbone=backbone,
     head=HEADS[model_config.head](bits=bits, dtype=COMPUTE_DTYPES[dtype]),
@@ -407,6 +417,7 @@ def build_model(
     quantize_eps=float(eps),
     quantize_gradient=quantize_gradient,
     num_classes=int(num_classes),
+    class_input=class_input,
     dropout=float(dropout),
     flip_average=bool(model_config.get("flip_average", False)),
   )

@@ -82,6 +82,7 @@ def test_output_activation_bounds(output, low, high):
     ("dtype", "float16", "dtype"),
     ("dropout", 1.0, "dropout"),
     ("quantize_gradient", "sign", "quantize_gradient"),
+    ("class_input", "logits", "class_input"),
   ],
 )
 def test_bad_model_config_is_a_user_error(field, value, message):
@@ -185,6 +186,18 @@ def test_flip_average_is_the_mean_of_both_views_at_test_time_only(name, arg):
   chex.assert_trees_all_close(
     model.apply(params, images, train=True), plain.apply(params, images, train=True)
   )
+
+
+def test_class_output_on_codes_is_a_dense_layer_on_the_output_codes():
+  config = load_config("dnnh", "bits=8")
+  config.model.class_input = "codes"
+  model = models.build_model(config.model, [120.0], [60.0], num_classes=3)
+  images = np.random.default_rng(7).integers(0, 256, (4, 16, 16, 1), dtype=np.uint8)
+  params = model.init(jax.random.key(0), images)
+  codes, logits = model.apply(params, images, with_logits=True)
+  dense = params["params"]["classes"]
+  assert dense["kernel"].shape == (8, 3)  # [bits, classes]: it reads the codes, not features
+  np.testing.assert_allclose(logits, codes @ dense["kernel"] + dense["bias"], atol=1e-5)
 
 
 def test_piecewise_threshold_values_gradient_and_use_in_training_only():
