@@ -159,6 +159,21 @@ def classification_loss(logits: jnp.ndarray, labels: jnp.ndarray, *, multi_label
   return jnp.mean(optax.softmax_cross_entropy(logits, labels))
 
 
+def bit_spread_loss(codes: jnp.ndarray, *, min_std: float) -> jnp.ndarray:
+  """Hinge on each bit's spread over the batch (the variance term of VICReg, Bardes et al. 2022):
+
+    L = mean_k max(0, min_std - sqrt(Var_b(codes_bk) + 1e-4)),   codes `[batch, bits]`.
+
+  Zero for every bit whose output varies by at least `min_std` (a balanced sigmoid bit has
+  std 0.5, a balanced +-1 bit 1). Why: a bit whose output is the same for every image gets no
+  gradient from a pairwise or triplet loss (its distance terms cancel), so nothing but this term
+  brings it back once weight decay has shrunk it; the hinge pushes its weights along the
+  direction in which its features vary most. The 1e-4 keeps the square root's gradient finite.
+  """
+  std = jnp.sqrt(jnp.var(codes, axis=0) + 1e-4)
+  return jnp.mean(jnp.maximum(min_std - std, 0.0))
+
+
 # config.loss.name values: dsh (pairwise), triplet (explicit or in-batch triplets), cnnh
 # (regression onto stage-1 codes, plus a class-label output for CNNH+).
 LOSS_NAMES = ("dsh", "triplet", "cnnh")
@@ -169,7 +184,7 @@ def check_loss_config(loss_config) -> None:
   name = loss_config.name
   if name not in LOSS_NAMES:
     raise UserError(f"config.loss.name={name!r} is unknown; choose one of {list(LOSS_NAMES)}.")
-  for field in ("margin", "alpha", "class_weight"):
+  for field in ("margin", "alpha", "class_weight", "spread_weight", "min_bit_std"):
     value = loss_config.get(field)
     if value is not None and value < 0:
       raise UserError(f"config.loss.{field}={value} must be >= 0.")

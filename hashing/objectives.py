@@ -5,7 +5,8 @@
   triplet, sampling=random  explicit triplets `[3, B, ...]`, shared weights (`apply_triplets`)
   triplet, sampling=all | hard | semihard
                             labeled batch embedded once, triplets mined inside it, plus
-                            (class_weight > 0) a class-label output
+                            (class_weight > 0) a class-label output and (spread_weight > 0)
+                            the bit-spread hinge
   cnnh                      labeled batch with stage-1 `targets`, regression onto them, plus
                             (CNNH+, class_weight > 0) a class-label output
 
@@ -72,14 +73,21 @@ def make_objective(
   def codes_of(params, images, key, with_logits=False):
     return model.apply(params, images, train=True, rngs={"dropout": key}, with_logits=with_logits)
 
+  spread_weight = cfg.get("spread_weight", 0.0)
+
   def codes_and_class_loss(params, batch, key):
-    """Codes of a labeled batch and its weighted class loss (0 without a class output)."""
-    if not model.num_classes:
-      return codes_of(params, batch["images"], key), 0.0
-    codes, logits = codes_of(params, batch["images"], key, with_logits=True)
-    return codes, cfg.class_weight * losses.classification_loss(
-      logits, batch["labels"], multi_label=multi_label
-    )
+    """Codes of a labeled batch and the terms added to its method's loss: the weighted class
+    loss (with a class output) and the weighted bit-spread hinge (`spread_weight` > 0)."""
+    if model.num_classes:
+      codes, logits = codes_of(params, batch["images"], key, with_logits=True)
+      extra = cfg.class_weight * losses.classification_loss(
+        logits, batch["labels"], multi_label=multi_label
+      )
+    else:
+      codes, extra = codes_of(params, batch["images"], key), 0.0
+    if spread_weight > 0:
+      extra += spread_weight * losses.bit_spread_loss(codes, min_std=cfg.min_bit_std)
+    return codes, extra
 
   if cfg.name == "dsh":
 
@@ -105,11 +113,12 @@ def make_objective(
       f"config.loss.sampling={cfg.sampling!r} is unknown; choose one of {list(SAMPLING)}."
     )
   if cfg.sampling == "random":
-    if cfg.get("class_weight", 0) > 0:
-      raise UserError(
-        "config.loss.class_weight > 0 needs in-batch triplets (sampling=all|hard|semihard); "
-        "explicit triplets (sampling=random) have no class output."
-      )
+    for field in ("class_weight", "spread_weight"):
+      if cfg.get(field, 0) > 0:
+        raise UserError(
+          f"config.loss.{field} > 0 needs in-batch triplets (sampling=all|hard|semihard); "
+          "explicit triplets (sampling=random) embed no labeled batch."
+        )
     mode = config.train.triplet_apply
     if mode not in models.TRIPLET_APPLY:
       raise UserError(

@@ -137,6 +137,22 @@ def test_batch_triplet_loss_jit_finite_gradients_and_no_triplet_case(mining):
   assert np.all(np.isfinite(jax.grad(fn)(codes, one_class)))
 
 
+def test_bit_spread_loss_matches_reference_and_revives_only_narrow_bits():
+  rng = np.random.default_rng(0)
+  codes = rng.random((64, 4)).astype(np.float32)  # uniform on [0, 1]: std about 0.29
+  codes[:, 0] = 0.3 + 0.01 * rng.standard_normal(64)  # a nearly constant bit
+  codes[:, 1] = rng.integers(0, 2, 64)  # a balanced binary bit: std about 0.5
+  for min_std in (0.0, 0.25, 0.4):
+    want = np.mean(np.maximum(min_std - np.sqrt(codes.var(axis=0) + 1e-4), 0.0))
+    got = losses.bit_spread_loss(codes, min_std=min_std)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+  grad = np.asarray(jax.grad(lambda c: losses.bit_spread_loss(c, min_std=0.4))(codes))
+  # Only the bits narrower than min_std get a gradient, and a descent step widens them.
+  np.testing.assert_array_equal(grad[:, 1], 0.0)
+  stepped = codes - 10.0 * grad
+  assert stepped[:, 0].std() > codes[:, 0].std() and stepped[:, 2].std() > codes[:, 2].std()
+
+
 def test_unknown_mining_and_negative_margin_are_user_errors():
   codes, labels = random_batch(0)
   with pytest.raises(UserError, match="mining"):

@@ -140,13 +140,19 @@ def test_dropout_masks_follow_the_step_key(embedded):
 
 
 @pytest.mark.parametrize(
-  "name, arg", [("dsh", "bits=12,smoke"), ("dnnh", "sampling=semihard,smoke")]
+  "name, arg, spread_weight",
+  [
+    ("dsh", "bits=12,smoke", 0.0),
+    ("dnnh", "sampling=semihard,smoke", 0.0),
+    ("dnnh", "sampling=semihard,smoke", 3.0),
+  ],
 )
-def test_class_weight_adds_the_weighted_cross_entropy_of_a_class_output(embedded, name, arg):
+def test_class_and_spread_weights_add_their_weighted_terms(embedded, name, arg, spread_weight):
   images, labels = embedded
   images, labels = images[:16], labels[:16]
   config = load_config(name, arg)
   config.loss.class_weight = 0.5
+  config.loss.spread_weight = spread_weight
   assert objectives.num_class_outputs(config, labels.shape[1]) == labels.shape[1]
   model = models.build_model(config.model, [72.0], [89.0], num_classes=labels.shape[1])
   params = model.init(jax.random.key(0), images[:1])
@@ -161,14 +167,21 @@ def test_class_weight_adds_the_weighted_cross_entropy_of_a_class_output(embedded
     code_loss = dsh_loss(codes, labels, margin=hyper["margin"], alpha=hyper["alpha"])
   else:
     code_loss = batch_triplet_loss(codes, labels, margin=hyper["margin"], mining="semihard")
-  np.testing.assert_allclose(loss, code_loss + 0.5 * cross_entropy, rtol=1e-5)
+  # Plain reference of the bit-spread hinge: population std of each bit over the batch.
+  std = np.sqrt(np.var(np.asarray(codes, np.float64), axis=0) + 1e-4)
+  hinge = np.maximum(config.loss.get("min_bit_std", 0.0) - std, 0.0)
+  if spread_weight:  # the untrained net's outputs all sit near 0.5: the hinge acts on every bit
+    assert np.all(hinge > 0)
+  spread = spread_weight * hinge.mean()
+  np.testing.assert_allclose(loss, code_loss + 0.5 * cross_entropy + spread, rtol=1e-5)
   config.loss.class_weight = 0.0  # the default: no class output
   assert objectives.num_class_outputs(config, labels.shape[1]) == 0
 
 
-def test_class_weight_with_explicit_triplets_is_one_clear_error():
+@pytest.mark.parametrize("field", ["class_weight", "spread_weight"])
+def test_class_or_spread_weight_with_explicit_triplets_is_one_clear_error(field):
   config = load_config("dnnh", "sampling=random,smoke")
-  config.loss.class_weight = 1.0
+  config.loss[field] = 1.0
   model = models.build_model(config.model, [72.0], [89.0], num_classes=10)
-  with pytest.raises(UserError, match="class_weight > 0 needs in-batch triplets"):
+  with pytest.raises(UserError, match=f"{field} > 0 needs in-batch triplets"):
     objectives.make_objective(config, model)
