@@ -51,4 +51,7 @@ def get_config(arg=None):
   # revives bits left constant for every image (a balanced sigmoid bit has std 0.5)
   c.loss.spread_weight = 0.0
   c.loss.min_bit_std = 0.25
+  # > 0 (in-batch sampling only): plus quantize_weight * mean min(s, 1 - s), each output's
+  # distance to 0 or 1 (losses.quantization_loss), a soft quantizer, not in the paper
+  c.loss.quantize_weight = 0.0
   return c

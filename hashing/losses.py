@@ -174,6 +174,20 @@ def bit_spread_loss(codes: jnp.ndarray, *, min_std: float) -> jnp.ndarray:
   return jnp.mean(jnp.maximum(min_std - std, 0.0))
 
 
+def quantization_loss(codes: jnp.ndarray, *, levels: tuple[float, float]) -> jnp.ndarray:
+  """Mean distance of each output to the nearer of the two binary values `levels`:
+
+    L = mean_{b,k} min(|codes_bk - lo|, |codes_bk - hi|),   codes `[batch, bits]`.
+
+  With levels (-1, 1) this is DSH's regularizer | |b| - 1 | per output; with (0, 1) on
+  sigmoid outputs it is min(s, 1 - s). Why: retrieval binarises at the midpoint, so an output
+  left near it ranks by a bit that could as well be flipped; this pulls outputs to the values
+  the codes take.
+  """
+  lo, hi = levels
+  return jnp.mean(jnp.minimum(jnp.abs(codes - lo), jnp.abs(codes - hi)))
+
+
 # config.loss.name values: dsh (pairwise), triplet (explicit or in-batch triplets), cnnh
 # (regression onto stage-1 codes, plus a class-label output for CNNH+).
 LOSS_NAMES = ("dsh", "triplet", "cnnh")
@@ -184,7 +198,14 @@ def check_loss_config(loss_config) -> None:
   name = loss_config.name
   if name not in LOSS_NAMES:
     raise UserError(f"config.loss.name={name!r} is unknown; choose one of {list(LOSS_NAMES)}.")
-  for field in ("margin", "alpha", "class_weight", "spread_weight", "min_bit_std"):
+  for field in (
+    "margin",
+    "alpha",
+    "class_weight",
+    "spread_weight",
+    "min_bit_std",
+    "quantize_weight",
+  ):
     value = loss_config.get(field)
     if value is not None and value < 0:
       raise UserError(f"config.loss.{field}={value} must be >= 0.")

@@ -176,6 +176,8 @@ class DivideAndEncodeHead(nn.Module):
 OUTPUTS = {"none": lambda x: x, "tanh": jnp.tanh, "sigmoid": nn.sigmoid}
 # Where each output is binarised: a bit is set when output > threshold.
 THRESHOLDS = {"none": 0.0, "tanh": 0.0, "sigmoid": 0.5}
+# The values an output stands for as a 0-bit and a 1-bit (DSH's +-1; the sigmoid's 0 and 1).
+BINARY_LEVELS = {"none": (-1.0, 1.0), "tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}
 
 
 QUANTIZE_GRADIENTS = ("zero", "straight_through")

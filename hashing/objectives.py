@@ -5,8 +5,8 @@
   triplet, sampling=random  explicit triplets `[3, B, ...]`, shared weights (`apply_triplets`)
   triplet, sampling=all | hard | semihard
                             labeled batch embedded once, triplets mined inside it, plus
-                            (class_weight > 0) a class-label output and (spread_weight > 0)
-                            the bit-spread hinge
+                            (class_weight > 0) a class-label output, (spread_weight > 0)
+                            the bit-spread hinge, (quantize_weight > 0) the quantization loss
   cnnh                      labeled batch with stage-1 `targets`, regression onto them, plus
                             (CNNH+, class_weight > 0) a class-label output
 
@@ -74,10 +74,12 @@ def make_objective(
     return model.apply(params, images, train=True, rngs={"dropout": key}, with_logits=with_logits)
 
   spread_weight = cfg.get("spread_weight", 0.0)
+  quantize_weight = cfg.get("quantize_weight", 0.0)
 
   def codes_and_class_loss(params, batch, key):
     """Codes of a labeled batch and the terms added to its method's loss: the weighted class
-    loss (with a class output) and the weighted bit-spread hinge (`spread_weight` > 0)."""
+    loss (with a class output), the weighted bit-spread hinge (`spread_weight` > 0) and the
+    weighted quantization loss (`quantize_weight` > 0)."""
     if model.num_classes:
       codes, logits = codes_of(params, batch["images"], key, with_logits=True)
       extra = cfg.class_weight * losses.classification_loss(
@@ -87,6 +89,9 @@ def make_objective(
       codes, extra = codes_of(params, batch["images"], key), 0.0
     if spread_weight > 0:
       extra += spread_weight * losses.bit_spread_loss(codes, min_std=cfg.min_bit_std)
+    if quantize_weight > 0:
+      levels = models.BINARY_LEVELS[model.output]
+      extra += quantize_weight * losses.quantization_loss(codes, levels=levels)
     return codes, extra
 
   if cfg.name == "dsh":
@@ -113,7 +118,7 @@ def make_objective(
       f"config.loss.sampling={cfg.sampling!r} is unknown; choose one of {list(SAMPLING)}."
     )
   if cfg.sampling == "random":
-    for field in ("class_weight", "spread_weight"):
+    for field in ("class_weight", "spread_weight", "quantize_weight"):
       if cfg.get(field, 0) > 0:
         raise UserError(
           f"config.loss.{field} > 0 needs in-batch triplets (sampling=all|hard|semihard); "
