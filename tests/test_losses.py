@@ -153,6 +153,20 @@ def test_bit_spread_loss_matches_reference_and_revives_only_narrow_bits():
   assert stepped[:, 0].std() > codes[:, 0].std() and stepped[:, 2].std() > codes[:, 2].std()
 
 
+def test_quantization_loss_is_the_distance_to_the_nearer_binary_value():
+  rng = np.random.default_rng(1)
+  sigmoid_codes = rng.random((8, 5)).astype(np.float32)
+  want = np.mean([[min(s, 1.0 - s) for s in row] for row in sigmoid_codes])
+  got = losses.quantization_loss(sigmoid_codes, levels=(0.0, 1.0))
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  # With levels +-1 it is DSH's regularizer | |b| - 1 |, averaged instead of summed over bits.
+  real_codes = 3.0 * rng.standard_normal((8, 5)).astype(np.float32)
+  got = losses.quantization_loss(real_codes, levels=(-1.0, 1.0))
+  np.testing.assert_allclose(got, np.mean(np.abs(np.abs(real_codes) - 1.0)), rtol=1e-6)
+  binary = rng.integers(0, 2, (8, 5)).astype(np.float32)
+  assert float(losses.quantization_loss(binary, levels=(0.0, 1.0))) == 0.0
+
+
 def test_unknown_mining_and_negative_margin_are_user_errors():
   codes, labels = random_batch(0)
   with pytest.raises(UserError, match="mining"):

@@ -140,19 +140,23 @@ def test_dropout_masks_follow_the_step_key(embedded):
 
 
 @pytest.mark.parametrize(
-  "name, arg, spread_weight",
+  "name, arg, spread_weight, quantize_weight",
   [
-    ("dsh", "bits=12,smoke", 0.0),
-    ("dnnh", "sampling=semihard,smoke", 0.0),
-    ("dnnh", "sampling=semihard,smoke", 3.0),
+    ("dsh", "bits=12,smoke", 0.0, 0.0),
+    ("dsh", "bits=12,smoke", 0.0, 2.0),
+    ("dnnh", "sampling=semihard,smoke", 0.0, 0.0),
+    ("dnnh", "sampling=semihard,smoke", 3.0, 2.0),
   ],
 )
-def test_class_and_spread_weights_add_their_weighted_terms(embedded, name, arg, spread_weight):
+def test_class_spread_and_quantize_weights_add_their_weighted_terms(
+  embedded, name, arg, spread_weight, quantize_weight
+):
   images, labels = embedded
   images, labels = images[:16], labels[:16]
   config = load_config(name, arg)
   config.loss.class_weight = 0.5
   config.loss.spread_weight = spread_weight
+  config.loss.quantize_weight = quantize_weight
   assert objectives.num_class_outputs(config, labels.shape[1]) == labels.shape[1]
   model = models.build_model(config.model, [72.0], [89.0], num_classes=labels.shape[1])
   params = model.init(jax.random.key(0), images[:1])
@@ -173,13 +177,18 @@ def test_class_and_spread_weights_add_their_weighted_terms(embedded, name, arg, 
   if spread_weight:  # the untrained net's outputs all sit near 0.5: the hinge acts on every bit
     assert np.all(hinge > 0)
   spread = spread_weight * hinge.mean()
-  np.testing.assert_allclose(loss, code_loss + 0.5 * cross_entropy + spread, rtol=1e-5)
+  # Plain reference of the quantization loss: distance to the nearer of 0 / 1 (sigmoid, DNNH)
+  # or -1 / 1 (real-valued outputs, DSH).
+  values = np.asarray(codes, np.float64)
+  nearest = np.where(values > 0.5, 1.0, 0.0) if name == "dnnh" else np.sign(values)
+  quantize = quantize_weight * np.mean(np.abs(values - nearest))
+  np.testing.assert_allclose(loss, code_loss + 0.5 * cross_entropy + spread + quantize, rtol=1e-5)
   config.loss.class_weight = 0.0  # the default: no class output
   assert objectives.num_class_outputs(config, labels.shape[1]) == 0
 
 
-@pytest.mark.parametrize("field", ["class_weight", "spread_weight"])
-def test_class_or_spread_weight_with_explicit_triplets_is_one_clear_error(field):
+@pytest.mark.parametrize("field", ["class_weight", "spread_weight", "quantize_weight"])
+def test_extra_loss_terms_with_explicit_triplets_are_one_clear_error(field):
   config = load_config("dnnh", "sampling=random,smoke")
   config.loss[field] = 1.0
   model = models.build_model(config.model, [72.0], [89.0], num_classes=10)
