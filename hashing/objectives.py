@@ -76,7 +76,7 @@ def make_objective(
   spread_weight = cfg.get("spread_weight", 0.0)
   quantize_weight = cfg.get("quantize_weight", 0.0)
 
-  def codes_and_class_loss(params, batch, key):
+  def codes_and_extra_terms(params, batch, key):
     """Codes of a labeled batch and the terms added to its method's loss: the weighted class
     loss (with a class output), the weighted bit-spread hinge (`spread_weight` > 0) and the
     weighted quantization loss (`quantize_weight` > 0)."""
@@ -97,7 +97,7 @@ def make_objective(
   if cfg.name == "dsh":
 
     def pairwise(params, batch, hyper, key):
-      codes, extra = codes_and_class_loss(params, batch, key)
+      codes, extra = codes_and_extra_terms(params, batch, key)
       return extra + losses.dsh_loss(
         codes, batch["labels"], margin=hyper["margin"], alpha=hyper["alpha"]
       )
@@ -107,7 +107,7 @@ def make_objective(
   if cfg.name == "cnnh":
 
     def regression(params, batch, hyper, key):
-      codes, extra = codes_and_class_loss(params, batch, key)
+      codes, extra = codes_and_extra_terms(params, batch, key)
       return extra + losses.code_regression_loss(codes, batch["targets"])
 
     return Objective("targets", regression)
@@ -140,7 +140,7 @@ def make_objective(
     return Objective("triplets", explicit)
 
   def in_batch(params, batch, hyper, key):
-    codes, extra = codes_and_class_loss(params, batch, key)
+    codes, extra = codes_and_extra_terms(params, batch, key)
     return extra + losses.batch_triplet_loss(
       codes, batch["labels"], margin=hyper["margin"], mining=cfg.sampling
     )
