@@ -59,7 +59,8 @@ def dsh_loss(
   off_diagonal = 1.0 - jnp.eye(batch, dtype=codes.dtype)
   # The matrix is symmetric: the mean over i != j equals the mean over i < j.
   contrastive = jnp.sum(pair_loss * off_diagonal) / (batch * (batch - 1))
-  regularizer = jnp.mean(jnp.sum(jnp.abs(jnp.abs(codes) - 1.0), axis=1))
+  # mean_i || |b_i| - 1 ||_1 = bits * (the mean over images and bits of | |b| - 1 |)
+  regularizer = codes.shape[1] * quantization_loss(codes, levels=(-1.0, 1.0))
   return contrastive + 2.0 * alpha * regularizer
 
 
