@@ -192,6 +192,15 @@ def quantization_loss(codes: jnp.ndarray, *, levels: tuple[float, float]) -> jnp
 # config.loss.name values: dsh (pairwise), triplet (explicit or in-batch triplets), cnnh
 # (regression onto stage-1 codes, plus a class-label output for CNNH+).
 LOSS_NAMES = ("dsh", "triplet", "cnnh")
+# config.loss fields that must be >= 0 where a config has them.
+NON_NEGATIVE = (
+  "margin",
+  "alpha",
+  "class_weight",
+  "spread_weight",
+  "min_bit_std",
+  "quantize_weight",
+)
 
 
 def check_loss_config(loss_config) -> None:
@@ -199,14 +208,7 @@ def check_loss_config(loss_config) -> None:
   name = loss_config.name
   if name not in LOSS_NAMES:
     raise UserError(f"config.loss.name={name!r} is unknown; choose one of {list(LOSS_NAMES)}.")
-  for field in (
-    "margin",
-    "alpha",
-    "class_weight",
-    "spread_weight",
-    "min_bit_std",
-    "quantize_weight",
-  ):
+  for field in NON_NEGATIVE:
     value = loss_config.get(field)
     if value is not None and value < 0:
       raise UserError(f"config.loss.{field}={value} must be >= 0.")
