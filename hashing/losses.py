@@ -149,12 +149,20 @@ def code_regression_loss(codes: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarra
   return jnp.mean((codes - targets) ** 2)
 
 
-def classification_loss(logits: jnp.ndarray, labels: jnp.ndarray, *, multi_label: bool):
+def classification_loss(
+  logits: jnp.ndarray, labels: jnp.ndarray, *, multi_label: bool, smoothing: float = 0.0
+):
   """CNNH+'s class-label output: softmax cross-entropy against the class (single-label data)
   or the mean over labels of per-label sigmoid cross-entropy (multi-label data); mean over the
   batch. `logits` `[batch, L]`, `labels` multi-hot `[batch, L]`.
+
+  `smoothing` = a > 0: label smoothing (Szegedy et al. 2016), the targets mixed with the
+  uniform ones: y (1 - a) + a / L for softmax, y (1 - a) + a / 2 for each sigmoid.
   """
   labels = labels.astype(jnp.float32)
+  if smoothing > 0:
+    uniform = 0.5 if multi_label else 1.0 / labels.shape[-1]
+    labels = labels * (1.0 - smoothing) + smoothing * uniform
   if multi_label:
     return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels))
   return jnp.mean(optax.softmax_cross_entropy(logits, labels))
@@ -212,3 +220,6 @@ def check_loss_config(loss_config) -> None:
     value = loss_config.get(field)
     if value is not None and value < 0:
       raise UserError(f"config.loss.{field}={value} must be >= 0.")
+  smoothing = loss_config.get("label_smoothing", 0.0)
+  if not 0 <= smoothing < 1:
+    raise UserError(f"config.loss.label_smoothing={smoothing} must be in [0, 1).")

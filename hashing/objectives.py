@@ -83,7 +83,10 @@ def make_objective(
     if model.num_classes:
       codes, logits = codes_of(params, batch["images"], key, with_logits=True)
       extra = cfg.class_weight * losses.classification_loss(
-        logits, batch["labels"], multi_label=multi_label
+        logits,
+        batch["labels"],
+        multi_label=multi_label,
+        smoothing=cfg.get("label_smoothing", 0.0),
       )
     else:
       codes, extra = codes_of(params, batch["images"], key), 0.0
