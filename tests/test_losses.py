@@ -176,3 +176,6 @@ def test_unknown_mining_and_negative_margin_are_user_errors():
     losses.check_loss_config(config)
   with pytest.raises(UserError, match="name"):
     losses.check_loss_config(ml_collections.ConfigDict({"name": "contrastive"}))
+  config = ml_collections.ConfigDict({"name": "triplet", "label_smoothing": 1.0})
+  with pytest.raises(UserError, match="label_smoothing"):
+    losses.check_loss_config(config)

@@ -140,16 +140,16 @@ def test_dropout_masks_follow_the_step_key(embedded):
 
 
 @pytest.mark.parametrize(
-  "name, arg, spread_weight, quantize_weight",
+  "name, arg, spread_weight, quantize_weight, smoothing",
   [
-    ("dsh", "bits=12,smoke", 0.0, 0.0),
-    ("dsh", "bits=12,smoke", 0.0, 2.0),
-    ("dnnh", "sampling=semihard,smoke", 0.0, 0.0),
-    ("dnnh", "sampling=semihard,smoke", 3.0, 2.0),
+    ("dsh", "bits=12,smoke", 0.0, 0.0, 0.0),
+    ("dsh", "bits=12,smoke", 0.0, 2.0, 0.0),
+    ("dnnh", "sampling=semihard,smoke", 0.0, 0.0, 0.0),
+    ("dnnh", "sampling=semihard,smoke", 3.0, 2.0, 0.2),
   ],
 )
 def test_class_spread_and_quantize_weights_add_their_weighted_terms(
-  embedded, name, arg, spread_weight, quantize_weight
+  embedded, name, arg, spread_weight, quantize_weight, smoothing
 ):
   images, labels = embedded
   images, labels = images[:16], labels[:16]
@@ -157,6 +157,8 @@ def test_class_spread_and_quantize_weights_add_their_weighted_terms(
   config.loss.class_weight = 0.5
   config.loss.spread_weight = spread_weight
   config.loss.quantize_weight = quantize_weight
+  if smoothing:
+    config.loss.label_smoothing = smoothing
   assert objectives.num_class_outputs(config, labels.shape[1]) == labels.shape[1]
   model = models.build_model(config.model, [72.0], [89.0], num_classes=labels.shape[1])
   params = model.init(jax.random.key(0), images[:1])
@@ -164,9 +166,11 @@ def test_class_spread_and_quantize_weights_add_their_weighted_terms(
   batch = {"images": images, "labels": labels}
   loss = objectives.make_objective(config, model).loss(params, batch, hyper, jax.random.key(0))
   codes, logits = model.apply(params, images, train=True, with_logits=True)
-  # Plain reference: softmax cross-entropy of each image's one label, averaged.
+  # Plain reference: softmax cross-entropy against each image's label, smoothed by a
+  # (targets (1 - a) on the label, a / L spread over all L), averaged over the batch.
   log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-  cross_entropy = -np.mean(log_probs[np.arange(16), labels.argmax(axis=1)])
+  targets = (1 - smoothing) * labels + smoothing / labels.shape[1]
+  cross_entropy = -np.mean((targets * log_probs).sum(axis=1))
   if name == "dsh":
     code_loss = dsh_loss(codes, labels, margin=hyper["margin"], alpha=hyper["alpha"])
   else:

@@ -71,6 +71,15 @@ def test_classification_loss_single_and_multi_label():
   multi = -np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p))
   got = losses.classification_loss(logits, labels, multi_label=True)
   np.testing.assert_allclose(got, multi, rtol=1e-5)
+  # Label smoothing a: targets y (1 - a) + a / 3 (softmax over 3 classes), y (1 - a) + a / 2.
+  a = 0.3
+  target = labels[:1] * (1 - a) + a / 3
+  got = losses.classification_loss(logits[:1], labels[:1], multi_label=False, smoothing=a)
+  np.testing.assert_allclose(got, -np.mean((target * log_softmax[:1]).sum(1)), rtol=1e-6)
+  target = labels * (1 - a) + a / 2
+  want = -np.mean(target * np.log(p) + (1 - target) * np.log(1 - p))
+  got = losses.classification_loss(logits, labels, multi_label=True, smoothing=a)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 def test_both_variants_is_a_user_error():
