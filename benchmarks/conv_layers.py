@@ -9,12 +9,15 @@ the input gradient (both from a fixed output gradient; the train step needs no i
 the first layer, whose input is the images), of `jax.lax.conv_general_dilated` under
 `hashing.compiling.jit` (NHWC, the layout of the models), under plain `jax.jit` (XLA's default
 options: on CPU the convolution goes to a YNNPACK fusion) and PyTorch's `conv2d` (NCHW, its
-native layout); then the DSH net's first max pool (3x3, stride 2, 128 x 32 x 32 x 32) forward +
-backward: `hashing.pooling.max_pool` vs `flax.linen.max_pool` (XLA's select-and-scatter
-gradient) vs PyTorch's `max_pool2d`, and its first average pool (3x3, stride 2, 128 x 16 x 16 x
-32): `hashing.pooling.avg_pool` vs `flax.linen.avg_pool` vs PyTorch's `avg_pool2d`. Best of
-`--repeats`, in alternating rounds. Prints each time and the ratio of each JAX variant's speed
-to PyTorch's (> 1: JAX is faster). The last line is one JSON object.
+native layout); then the narrow NIN's 1 x 1 convolutions (32x32x32, 16x16x64, 8x8x96, in =
+out), forward + both gradients: `hashing.models.convolve` (a matrix product) vs
+`jax.lax.conv_general_dilated` vs PyTorch; then the DSH net's first max pool (3x3, stride 2,
+128 x 32 x 32 x 32) forward + backward: `hashing.pooling.max_pool` vs `flax.linen.max_pool`
+(XLA's select-and-scatter gradient) vs PyTorch's `max_pool2d`, and its first average pool (3x3,
+stride 2, 128 x 16 x 16 x 32): `hashing.pooling.avg_pool` vs `flax.linen.avg_pool` vs
+PyTorch's `avg_pool2d`. Best of `--repeats`, in alternating rounds. Prints each time and the
+ratio of each JAX variant's speed to PyTorch's (> 1: JAX is faster). The last line is one JSON
+object.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 from timing import best_seconds
 
-from hashing import compiling, pooling  # noqa: E402 (timing put the project on sys.path)
+from hashing import compiling, models, pooling  # noqa: E402 (timing put the project on sys.path)
 
 LAYERS = ((32, 3, 32), (16, 32, 32), (8, 32, 64))  # (spatial size, in channels, out channels)
+# The narrow NIN's 1 x 1 convolutions before its 4 x 4 features: (spatial size, in = out).
+ONE_BY_ONE = ((32, 32), (16, 64), (8, 96))
 
 
 def jax_functions(x: np.ndarray, w: np.ndarray, g: np.ndarray, jit=compiling.jit):
@@ -69,6 +74,36 @@ def torch_functions(x: np.ndarray, w: np.ndarray, g: np.ndarray):
     lambda: torch.nn.grad.conv2d_weight(x, w.shape, g, padding=2),
     lambda: torch.nn.grad.conv2d_input(x.shape, w, g, padding=2),
   )
+
+
+def one_by_one_functions(x: np.ndarray, w: np.ndarray, g: np.ndarray, has_torch: bool) -> dict:
+  """Forward + both gradients (input and kernel, from the output gradient `g`) of a 1 x 1
+  convolution: `models.convolve` (a matrix product), `lax.conv_general_dilated`, PyTorch."""
+  x_jax, w_jax, g_jax = jnp.asarray(x), jnp.asarray(w), jnp.asarray(g)
+
+  def jax_backward(conv):
+    backward = compiling.jit(lambda x, w, g: jax.vjp(conv, x, w)[1](g))
+    return lambda: jax.block_until_ready(backward(x_jax, w_jax, g_jax))
+
+  def lax_conv(x, w):
+    return jax.lax.conv_general_dilated(
+      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+  functions = {"jax": jax_backward(models.convolve), "jax-lax-conv": jax_backward(lax_conv)}
+  if has_torch:
+    import torch
+
+    x_torch = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().requires_grad_(True)
+    w_torch = torch.from_numpy(w).permute(3, 2, 0, 1).contiguous().requires_grad_(True)
+    g_torch = torch.from_numpy(g).permute(0, 3, 1, 2).contiguous()
+
+    def torch_backward():
+      x_torch.grad = w_torch.grad = None
+      torch.nn.functional.conv2d(x_torch, w_torch).backward(g_torch)
+
+    functions["torch"] = torch_backward
+  return functions
 
 
 def pool_functions(x: np.ndarray, kind: str, has_torch: bool) -> dict:
@@ -146,6 +181,13 @@ def main():
       runners = {name: _repeat(functions[k]) for name, functions in contestants.items()}
       seconds = best_seconds(runners, 1, args.repeats, warmup=1)
       _report(f"conv {size}x{size}x{channels_in}->{channels_out} {part}", seconds, summary)
+  for size, channels in ONE_BY_ONE:
+    x = rng.standard_normal((args.batch, size, size, channels), dtype=np.float32)
+    w = rng.standard_normal((1, 1, channels, channels), dtype=np.float32) * 0.1
+    g = rng.standard_normal((args.batch, size, size, channels), dtype=np.float32)
+    functions = one_by_one_functions(x, w, g, has_torch)
+    seconds = best_seconds({n: _repeat(f) for n, f in functions.items()}, 1, args.repeats, warmup=1)
+    _report(f"1x1 conv {size}x{size}x{channels} forward+backward", seconds, summary)
   for kind, size in (("max", 32), ("avg", 16)):
     x = rng.standard_normal((args.batch, size, size, 32), dtype=np.float32)
     runners = {name: _repeat(f) for name, f in pool_functions(x, kind, has_torch).items()}
