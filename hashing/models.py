@@ -94,12 +94,11 @@ class DSHBackbone(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    # Explicit names keep the parameter tree of three `nn.Conv`s (Conv_0..2) across the swap.
-    conv = functools.partial(nn.Conv, kernel_size=(5, 5), padding="SAME", dtype=self.dtype)
+    # Explicit names keep the parameter tree of three `nn.Conv`s (Conv_0..2).
     x = ConvReluMaxPool(self.widths[0], 5, dtype=self.dtype, name="Conv_0")(x)
-    x = nn.relu(conv(self.widths[1], name="Conv_1")(x))
+    x = nn.relu(Conv(self.widths[1], 5, dtype=self.dtype, name="Conv_1")(x))
     x = avg_pool(x, 3, 2)
-    x = nn.relu(conv(self.widths[2], name="Conv_2")(x))
+    x = nn.relu(Conv(self.widths[2], 5, dtype=self.dtype, name="Conv_2")(x))
     x = avg_pool(x, 3, 2)
     x = x.reshape((x.shape[0], -1))
     return nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(x))
