@@ -39,17 +39,18 @@ LAYERS = ((32, 3, 32), (16, 32, 32), (8, 32, 64))  # (spatial size, in channels,
 ONE_BY_ONE = ((32, 32), (16, 64), (8, 96))
 
 
+def lax_conv(x, w):
+  """XLA's own 'SAME' convolution, NHWC input, HWIO kernel."""
+  return jax.lax.conv_general_dilated(
+    x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
+
+
 def jax_functions(x: np.ndarray, w: np.ndarray, g: np.ndarray, jit=compiling.jit):
   """(forward, kernel gradient, input gradient) of the convolution; `g` is the output gradient."""
-
-  def conv(x, w):
-    return jax.lax.conv_general_dilated(
-      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-
-  forward = jit(conv)
-  kernel_gradient = jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0])
-  input_gradient = jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0])
+  forward = jit(lax_conv)
+  kernel_gradient = jit(lambda x, w, g: jax.vjp(lambda w: lax_conv(x, w), w)[1](g)[0])
+  input_gradient = jit(lambda x, w, g: jax.vjp(lambda x: lax_conv(x, w), x)[1](g)[0])
   x, w, g = jnp.asarray(x), jnp.asarray(w), jnp.asarray(g)
   return (
     lambda: forward(x, w).block_until_ready(),
@@ -84,11 +85,6 @@ def one_by_one_functions(x: np.ndarray, w: np.ndarray, g: np.ndarray, has_torch:
   def jax_backward(conv):
     backward = compiling.jit(lambda x, w, g: jax.vjp(conv, x, w)[1](g))
     return lambda: jax.block_until_ready(backward(x_jax, w_jax, g_jax))
-
-  def lax_conv(x, w):
-    return jax.lax.conv_general_dilated(
-      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
 
   functions = {"jax": jax_backward(models.convolve), "jax-lax-conv": jax_backward(lax_conv)}
   if has_torch:
