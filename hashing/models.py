@@ -64,10 +64,7 @@ class ConvReluMaxPool(Conv):
   with adding a per-channel constant and with the ReLU (both non-decreasing), but the bias
   and the ReLU then run on the pooled tensor, a quarter of the convolution's output, forward
   and backward (with `pooling.avg_pool`, 1.09-1.14x the train step's images/s on the 2-core
-  CPU; benchmarks/RESULTS.md).
-
-  Parameters `kernel` `[k, k, in, features]` and `bias` `[features]` with `nn.Conv`'s names
-  and initialisers: named like the `nn.Conv` it replaces, it has the same parameters.
+  CPU; benchmarks/RESULTS.md). Parameters as `Conv`'s (those of the `nn.Conv` it replaces).
   """
 
   window: int = 3
@@ -199,10 +196,10 @@ class DivideAndEncodeHead(nn.Module):
 
 
 OUTPUTS = {"none": lambda x: x, "tanh": jnp.tanh, "sigmoid": nn.sigmoid}
-# Where each output is binarised: a bit is set when output > threshold.
-THRESHOLDS = {"none": 0.0, "tanh": 0.0, "sigmoid": 0.5}
 # The values an output stands for as a 0-bit and a 1-bit (DSH's +-1; the sigmoid's 0 and 1).
 BINARY_LEVELS = {"none": (-1.0, 1.0), "tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}
+# Where each output is binarised: a bit is set when output > threshold, the levels' midpoint.
+THRESHOLDS = {name: (lo + hi) / 2 for name, (lo, hi) in BINARY_LEVELS.items()}
 
 
 QUANTIZE_GRADIENTS = ("zero", "straight_through")

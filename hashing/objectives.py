@@ -75,6 +75,7 @@ def make_objective(
 
   spread_weight = cfg.get("spread_weight", 0.0)
   quantize_weight = cfg.get("quantize_weight", 0.0)
+  label_smoothing = cfg.get("label_smoothing", 0.0)
 
   def codes_and_extra_terms(params, batch, key):
     """Codes of a labeled batch and the terms added to its method's loss: the weighted class
@@ -86,7 +87,7 @@ def make_objective(
         logits,
         batch["labels"],
         multi_label=multi_label,
-        smoothing=cfg.get("label_smoothing", 0.0),
+        smoothing=label_smoothing,
       )
     else:
       codes, extra = codes_of(params, batch["images"], key), 0.0
