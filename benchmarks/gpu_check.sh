@@ -84,8 +84,8 @@ cifar_step compare-cifar10 compare.py:data=cifar10-dnnh,seeds=1,methods=dsh/dnnh
 cifar_step dsh-cifar10-dsh dsh.py:data=cifar10-dsh,bits=12/24/36/48
 # Issue 3: DNNH with the paper's full NIN, in-batch semi-hard triplets, four lengths.
 cifar_step dnnh-nin-cifar10 dnnh.py:data=cifar10-dnnh,backbone=nin,sampling=semihard
-# Issue 3: the CPU's best 48-bit recipe (class-label output, Adam 2e-3, no decay on the head) on
-# the full NIN, one step per seed in $SEEDS (e.g. SEEDS="0 1 2" ONLY="dnnh-nin-class-s0 ...").
+# Issue 3: the CPU's best 48-bit recipe (class-label output, learning rate 2e-3, no decay on the
+# head) on the full NIN, one step per seed in $SEEDS (SEEDS="0 1 2" ONLY="dnnh-nin-class-s0 ...").
 for seed in ${SEEDS:-0}; do
   cifar_step "dnnh-nin-class-s$seed" dnnh.py:data=cifar10-dnnh,bits=48,backbone=nin,sampling=semihard \
     --config.loss.class_weight=1 --config.train.learning_rate=2e-3 \
