@@ -1,6 +1,7 @@
 """Compare the loss formulations on one protocol and one backbone: DSH (pairwise), DNNH
-(triplet), CNNH and CNNH+ (two-stage), and the shallow baselines LSH and ITQ on pixels, at
-several bit lengths and seeds. A sweep: each method and seed trains into its own sub-workdir.
+(triplet), CNNH and CNNH+ (two-stage), and the shallow baselines LSH and ITQ on pixels and on
+the trained DSH net's features, at several bit lengths and seeds. A sweep: each method and
+seed trains into its own sub-workdir.
 
 Run (embedded Fashion-MNIST, DSH net, 12/24/32/48 bits, 3 seeds; about an hour on 2 CPU cores):
   python launch.py --config=configs/compare.py --workdir=runs/compare
@@ -9,7 +10,8 @@ CIFAR-10 with the published protocol (wants a GPU), then the tables again withou
   python launch.py --config=configs/compare.py:data=cifar10-dnnh --workdir=runs/compare-c10 --report
 Arguments: data=embedded|fashion-mnist|cifar10-dnnh|cifar10-dsh, bits=<q>[/<q>...],
 backbone=dsh|nin-narrow|nin|vgg11|vgg11-narrow, seeds=<n>, methods=<m>[/<m>...] (default all:
-dsh, dnnh, cnnh, cnnh+, lsh, itq, itq-features = ITQ on the backbone features of the DSH run),
+dsh, dnnh, cnnh, cnnh+, lsh, itq, lsh-features, itq-features = LSH / ITQ on the backbone
+features of the DSH run),
 smoke.
 Writes table.md (every run), summary.md (mean ± std over seeds) and per-bit-length plots.
 """
@@ -18,8 +20,10 @@ import pathlib
 
 from hashing import config_args, sweeps
 
-# itq-features: ITQ on the backbone features of the sweep's own DSH run of the same seed.
-METHODS = ("dsh", "dnnh", "cnnh", "cnnh+", "lsh", "itq", "itq-features")
+# <lsh|itq>-features: the baseline on the backbone features of the sweep's own DSH run of the
+# same seed.
+FEATURE_METHODS = ("lsh-features", "itq-features")
+METHODS = ("dsh", "dnnh", "cnnh", "cnnh+", "lsh", "itq", *FEATURE_METHODS)
 ARGUMENTS = {
   "data": "embedded",
   "bits": (12, 24, 32, 48),
@@ -67,9 +71,11 @@ def get_sweep(arg=None):
   bits = args["bits"]
   # The DSH run of one seed: its largest bit length's sub-workdir when it trains several.
   dsh_run = "{workdir}/dsh-seed{seed}" + (f"/bits-{max(bits)}" if len(bits) > 1 else "")
-  per_method["itq-features"] = f"baselines:method=itq,features=model:{dsh_run},{shared}"
-  if "itq-features" in args["methods"] and "dsh" not in args["methods"]:
-    raise config_args.UserError("methods: itq-features needs dsh (it uses the DSH runs' features).")
+  for method in FEATURE_METHODS:
+    baseline = method.removesuffix("-features")
+    per_method[method] = f"baselines:method={baseline},features=model:{dsh_run},{shared}"
+    if method in args["methods"] and "dsh" not in args["methods"]:
+      raise config_args.UserError(f"methods: {method} needs dsh (it uses the DSH runs' features).")
   return [
     {
       "name": f"{method}-seed{seed}",

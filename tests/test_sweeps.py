@@ -123,12 +123,13 @@ def test_compare_config_runs_every_method_and_reports_without_training(tmp_path)
   ]
   out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
-  for method in ("dsh", "dnnh", "cnnh", "cnnh+", "lsh", "itq", "itq-features"):
+  for method in ("dsh", "dnnh", "cnnh", "cnnh+", "lsh", "itq", "lsh-features", "itq-features"):
     assert f"| {method} (ours) |" in out.stdout
   for method in ("dsh", "dnnh", "cnnh", "cnnh+", "lsh", "itq"):
     assert json.load(open(tmp_path / f"{method}-seed0" / "results.json"))["method"] == method
-  features = json.load(open(tmp_path / "itq-features-seed0" / "results.json"))
-  assert features["features"] == f"model:{tmp_path}/dsh-seed0"
+  for method in ("lsh", "itq"):
+    features = json.load(open(tmp_path / f"{method}-features-seed0" / "results.json"))
+    assert (features["method"], features["features"]) == (method, f"model:{tmp_path}/dsh-seed0")
   for name in ("outputs_8.png", "queries_8.png", "pr_curve_8.png", "precision_at_k_8.png"):
     assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG", name
   summary = (tmp_path / "summary.md").read_text()
