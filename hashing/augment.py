@@ -101,3 +101,33 @@ def random_color_jitter(key: jax.Array, images: jnp.ndarray, *, strength: float)
     g = gray(x)
     x = factors[2] * (x - g) + g
   return jnp.round(jnp.clip(x, 0, 255)).astype(images.dtype)
+
+
+def mixup(key: jax.Array, alpha: float, images: jnp.ndarray, *targets: jnp.ndarray):
+  """Mixup (Zhang et al. 2018) of a batch with a random permutation of itself, per image:
+
+    x_i <- lam_i x_i + (1 - lam_i) x_perm(i),   lam_i ~ Beta(alpha, alpha),
+
+  and each array of `targets` (regression codes, multi-hot labels) mixed with the same lam_i
+  and perm, so a mixed image is asked for the same mixture of its two sources' outputs.
+
+  Args:
+    key: PRNG key.
+    alpha: > 0, the Beta distribution's parameters (1: lam uniform on [0, 1]).
+    images: `[batch, H, W, C]` (uint8 or float in 0..255).
+    *targets: `[batch, ...]` each.
+
+  Returns:
+    (float32 images `[batch, H, W, C]`, *float32 targets), same shapes.
+  """
+  batch = images.shape[0]
+  lam_key, perm_key = jax.random.split(key)
+  lam = jax.random.beta(lam_key, alpha, alpha, (batch,))
+  perm = jax.random.permutation(perm_key, batch)
+
+  def mix(x):
+    x = x.astype(jnp.float32)
+    weight = lam.reshape((batch,) + (1,) * (x.ndim - 1))
+    return weight * x + (1.0 - weight) * x[perm]
+
+  return (mix(images), *(mix(t) for t in targets))

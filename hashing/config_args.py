@@ -138,6 +138,8 @@ def base_config(method: str, args: dict[str, object]) -> ml_collections.ConfigDi
   c.augment.color_jitter = COLOR_JITTER.get(preset, 0.0)
   # > 1: each batch holds batch_size / repeats images, each augmented `repeats` times.
   c.augment.repeats = 1
+  # > 0: mixup with lam ~ Beta(mixup, mixup) of images with their stage-1 codes and labels (CNNH).
+  c.augment.mixup = 0.0
 
   c.eval = ml_collections.ConfigDict()
   c.eval.map_at = (1000, 5000) if preset != "embedded" else (100, 1000)

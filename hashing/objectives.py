@@ -8,7 +8,8 @@
                             (class_weight > 0) a class-label output, (spread_weight > 0)
                             the bit-spread hinge, (quantize_weight > 0) the quantization loss
   cnnh                      labeled batch with stage-1 `targets`, regression onto them, plus
-                            (CNNH+, class_weight > 0) a class-label output
+                            (CNNH+, class_weight > 0) a class-label output; `augment.mixup` > 0
+                            mixes images, targets and labels in pairs (`augment.mixup`)
 
 A batch is a dict of arrays: "labeled" batches hold `images` `[B, H, W, C]` and `labels`
 `[B, L]`; "triplets" batches hold `images` `[3, B, H, W, C]` (anchor, positive, negative);
@@ -20,11 +21,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hashing import losses, models, sampling
+from hashing import augment, losses, models, sampling
 from hashing.errors import UserError
 
 SAMPLING = ("random", *losses.MINING)
@@ -73,6 +75,14 @@ def make_objective(
   def codes_of(params, images, key, with_logits=False):
     return model.apply(params, images, train=True, rngs={"dropout": key}, with_logits=with_logits)
 
+  mixup_alpha = config.augment.get("mixup", 0.0)
+  if mixup_alpha > 0 and cfg.name != "cnnh":
+    raise UserError(
+      f"config.augment.mixup={mixup_alpha} needs config.loss.name='cnnh' (mixed regression "
+      f"targets and labels); the {cfg.name!r} loss compares labels, which a mixed image lacks. "
+      "Set config.augment.mixup=0."
+    )
+
   spread_weight = cfg.get("spread_weight", 0.0)
   quantize_weight = cfg.get("quantize_weight", 0.0)
   label_smoothing = cfg.get("label_smoothing", 0.0)
@@ -111,6 +121,16 @@ def make_objective(
   if cfg.name == "cnnh":
 
     def regression(params, batch, hyper, key):
+      if mixup_alpha > 0:
+        # Its own key folded from the dropout key, so that the dropout masks stay the same.
+        images, labels, targets = augment.mixup(
+          jax.random.fold_in(key, 1),
+          mixup_alpha,
+          batch["images"],
+          batch["labels"],
+          batch["targets"],
+        )
+        batch = {"images": images, "labels": labels, "targets": targets}
       codes, extra = codes_and_extra_terms(params, batch, key)
       return extra + losses.code_regression_loss(codes, batch["targets"])
 

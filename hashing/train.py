@@ -55,7 +55,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if train.steps <= 0 and train.epochs <= 0:
     raise UserError("set config.train.epochs or config.train.steps to a positive number.")
   losses.check_loss_config(config.loss)
-  for field in ("crop_padding", "cutout"):
+  for field in ("crop_padding", "cutout", "mixup"):
     if config.augment.get(field, 0) < 0:
       raise UserError(f"config.augment.{field}={config.augment[field]} must be >= 0 (0: off).")
   if not 0 <= config.augment.get("color_jitter", 0.0) < 1:
