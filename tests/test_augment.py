@@ -88,3 +88,35 @@ def test_color_jitter_matches_a_numpy_reference(channels):
 def test_color_jitter_of_zero_strength_is_identity():
   x = images()
   np.testing.assert_array_equal(augment.random_color_jitter(jax.random.key(0), x, strength=0), x)
+
+
+def test_mixup_mixes_images_and_targets_with_the_same_weights_and_pairs():
+  batch = 64
+  # Image i is the constant 3 * i and its target row the one-hot of i, so a mixed target row
+  # holds the weights of the two source images, which must give the mixed image's value.
+  sources = np.repeat(3 * np.arange(batch, dtype=np.uint8), 4 * 4 * 3).reshape(batch, 4, 4, 3)
+  one_hot = np.eye(batch, dtype=np.float32)
+  codes = np.where(np.random.default_rng(0).random((batch, 5)) < 0.5, -1.0, 1.0)
+  mixed, weights, mixed_codes = augment.mixup(jax.random.key(0), 1.0, sources, one_hot, codes)
+  mixed, weights, mixed_codes = map(np.asarray, (mixed, weights, mixed_codes))
+  assert mixed.dtype == np.float32 and mixed.shape == sources.shape
+  assert np.all(weights >= 0) and np.all((weights > 0).sum(axis=1) <= 2)
+  np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(mixed, np.einsum("bj,jhwc->bhwc", weights, sources), rtol=1e-5)
+  np.testing.assert_allclose(mixed_codes, weights @ codes, rtol=1e-5, atol=1e-6)
+  # Every image keeps weight lam_i on itself and is paired with one other image (a permutation).
+  lam = np.diag(weights)
+  partners = np.argmax(weights - np.diag(lam), axis=1)
+  paired = lam < 1
+  assert len(set(partners[paired])) == paired.sum()
+
+
+@pytest.mark.parametrize("alpha, mean_distance_to_end", [(1.0, 0.25), (0.2, 0.1)])
+def test_mixup_weights_follow_beta_alpha_alpha(alpha, mean_distance_to_end):
+  batch = 4096
+  one_hot = np.eye(batch, dtype=np.float32)
+  _, weights = augment.mixup(jax.random.key(1), alpha, np.zeros((batch, 1, 1, 1)), one_hot)
+  lam = np.diag(np.asarray(weights))
+  # Beta(a, a): mean 1/2; E min(lam, 1 - lam) = 1/4 for a = 1 (uniform), about 0.1 for a = 0.2.
+  assert abs(lam.mean() - 0.5) < 0.02
+  assert abs(np.minimum(lam, 1 - lam).mean() - mean_distance_to_end) < 0.02

@@ -81,3 +81,11 @@ def test_only_the_small_cifar10_preset_adds_jitter_and_weight_decay(name, arg):
       "adam",
       0.0,
     )
+
+
+def test_cnnh_mixes_up_on_the_small_cifar10_preset_only():
+  for arg in ("cnnh,", "cnnh+,"):
+    assert load_config("cnnh", arg + "data=cifar10-dnnh").augment.mixup == 1.0
+    for data in ("embedded", "fashion-mnist", "cifar10-dsh"):
+      assert load_config("cnnh", arg + f"data={data}").augment.mixup == 0.0
+  assert load_config("dsh", "data=cifar10-dnnh").augment.mixup == 0.0

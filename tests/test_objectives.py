@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import load_config
 
-from hashing import data, models, objectives, optim, steps, train
+from hashing import augment, data, models, objectives, optim, steps, train
 from hashing.errors import UserError
 from hashing.losses import batch_triplet_loss, dsh_loss
 
@@ -197,4 +197,39 @@ def test_extra_loss_terms_with_explicit_triplets_are_one_clear_error(field):
   config.loss[field] = 1.0
   model = models.build_model(config.model, [72.0], [89.0], num_classes=10)
   with pytest.raises(UserError, match=f"{field} > 0 needs in-batch triplets"):
+    objectives.make_objective(config, model)
+
+
+def test_cnnh_mixup_fits_the_mixed_codes_and_labels_of_mixed_images(embedded):
+  images, labels = embedded
+  images, labels = images[:16], labels[:16]
+  targets = np.where(np.random.default_rng(0).random((16, 12)) < 0.5, -1.0, 1.0)
+  config = load_config("cnnh", "cnnh+,bits=12,smoke")
+  config.augment.mixup = 0.5
+  model = models.build_model(config.model, [72.0], [89.0], num_classes=labels.shape[1])
+  params = model.init(jax.random.key(0), images[:1])
+  batch = {"images": images, "labels": labels, "targets": targets}
+  key = jax.random.key(3)
+  objective = objectives.make_objective(config, model)
+  loss = objective.loss(params, batch, objectives.hyperparameters(config), key)
+  # Reference: the same pairs and weights (the objective's key folded with 1), then CNNH+'s
+  # loss by hand on the mixed batch: squared error to the mixed codes + cross-entropy against
+  # the mixed labels.
+  mixed, mixed_labels, mixed_targets = augment.mixup(
+    jax.random.fold_in(key, 1), 0.5, images, labels, targets
+  )
+  assert not np.allclose(mixed_targets, targets)
+  codes, logits = model.apply(params, mixed, train=True, with_logits=True)
+  log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+  cross_entropy = -np.mean((np.asarray(mixed_labels) * log_probs).sum(axis=1))
+  regression = np.mean((np.asarray(codes) - np.asarray(mixed_targets)) ** 2)
+  np.testing.assert_allclose(loss, regression + cross_entropy, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name, arg", [("dsh", "smoke"), ("dnnh", "sampling=semihard,smoke")])
+def test_mixup_with_a_label_comparing_loss_is_one_clear_error(name, arg):
+  config = load_config(name, arg)
+  config.augment.mixup = 1.0
+  model = models.build_model(config.model, [72.0], [89.0])
+  with pytest.raises(UserError, match="mixup=1.0 needs config.loss.name='cnnh'"):
     objectives.make_objective(config, model)
