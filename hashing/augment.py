@@ -1,5 +1,6 @@
 """Random flip, crop, cutout and colour jitter of uint8 image batches, done inside the jitted
-train step."""
+train step; mixup of images with their targets, done by the objective that has targets to mix
+(CNNH stage 2, `objectives.make_objective`)."""
 
 from __future__ import annotations
 
