@@ -44,7 +44,8 @@ def get_config(arg=None):
   c.loss.class_weight = 1.0 if args["cnnh+"] else 0.0  # > 0: CNNH+ class-label output
   # Mixup of images with their codes and labels in stage 2 on the 5,000 training images of
   # cifar10-dnnh (not in the paper): at 48 bits it took CNNH+ from 0.533 to 0.582 and CNNH from
-  # 0.538 to 0.578 (benchmarks/RESULTS.md). Not on the short embedded runs, which it slows.
+  # 0.538 to 0.578 (benchmarks/RESULTS.md). Not measured on the other data; on CIFAR-10 it
+  # trails until about epoch 100, too slow a start for the 12-epoch embedded runs.
   if args["data"] == "cifar10-dnnh":
     c.augment.mixup = 1.0
   return c

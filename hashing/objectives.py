@@ -8,8 +8,8 @@
                             (class_weight > 0) a class-label output, (spread_weight > 0)
                             the bit-spread hinge, (quantize_weight > 0) the quantization loss
   cnnh                      labeled batch with stage-1 `targets`, regression onto them, plus
-                            (CNNH+, class_weight > 0) a class-label output; with `augment.mixup`
-                            > 0 on images mixed in pairs, with their targets and labels
+                            (CNNH+, class_weight > 0) a class-label output; `augment.mixup` > 0
+                            first mixes the images in pairs, and their targets and labels alike
 
 A batch is a dict of arrays: "labeled" batches hold `images` `[B, H, W, C]` and `labels`
 `[B, L]`; "triplets" batches hold `images` `[3, B, H, W, C]` (anchor, positive, negative);
