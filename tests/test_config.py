@@ -83,9 +83,13 @@ def test_only_the_small_cifar10_preset_adds_jitter_and_weight_decay(name, arg):
     )
 
 
-def test_cnnh_mixes_up_on_the_small_cifar10_preset_only():
+def test_cnnh_mixes_up_and_trains_longer_on_the_small_cifar10_preset_only():
   for arg in ("cnnh,", "cnnh+,"):
-    assert load_config("cnnh", arg + "data=cifar10-dnnh").augment.mixup == 1.0
+    small_cifar10 = load_config("cnnh", arg + "data=cifar10-dnnh")
+    assert (small_cifar10.augment.mixup, small_cifar10.train.epochs) == (1.0, 400)
     for data in ("embedded", "fashion-mnist", "cifar10-dsh"):
-      assert load_config("cnnh", arg + f"data={data}").augment.mixup == 0.0
-  assert load_config("dsh", "data=cifar10-dnnh").augment.mixup == 0.0
+      other = load_config("cnnh", arg + f"data={data}")
+      assert other.augment.mixup == 0.0
+      assert other.train.epochs == load_config("dsh", f"data={data}").train.epochs
+  dsh = load_config("dsh", "data=cifar10-dnnh")
+  assert (dsh.augment.mixup, dsh.train.epochs) == (0.0, 300)
