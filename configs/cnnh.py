@@ -10,7 +10,7 @@ On cifar10-dnnh stage 2 mixes up images with their codes and labels (augment.mix
 the paper; 0 turns it off) and trains 400 epochs (the other methods: 300). Seed 0 on the DSH
 net, CNNH 0.570 / 0.575 / 0.583 / 0.588 and CNNH+ 0.591 / 0.597 / 0.590 / 0.594 at
 12 / 24 / 32 / 48 bits, against the published DNNH 0.552 / 0.566 / 0.558 / 0.581 (RESULTS;
-CNNH at 48 bits in seeds 1 / 2: 0.586 / 0.599):
+CNNH in seed 1 at 24 bits: 0.579, in seeds 1 / 2 at 48 bits: 0.586 / 0.599):
   python launch.py --config=configs/cnnh.py:cnnh,data=cifar10-dnnh,bits=48 --workdir=...
 Before mixup, the best 48-bit CNNH+ was on the narrow NIN with DNNH's recipe (0.562 / 0.557 in
 seeds 0 / 1):
